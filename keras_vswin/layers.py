@@ -1,0 +1,414 @@
+"""Video Swin Transformer layers, written with `keras.ops` (portable across backends).
+
+All tensors are channels-last: `(batch, frames, height, width, channels)`.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_vswin import windows as win
+
+PACKAGE = "keras_vswin"
+LAYER_NORM_EPSILON = 1e-5  # the official models use PyTorch's default, not Keras' 1e-3
+
+
+def _dense_init():
+    return keras.initializers.TruncatedNormal(stddev=0.02)
+
+
+def _triple(value, name):
+    if isinstance(value, int):
+        value = (value,) * 3
+    value = tuple(value)
+    if len(value) != 3 or not all(isinstance(v, int | np.integer) and v > 0 for v in value):
+        raise ValueError(
+            f"`{name}` must be a positive int or 3 positive ints (frames, height, width), "
+            f"got {value!r}."
+        )
+    return tuple(int(v) for v in value)
+
+
+def _is_static(dims):
+    return all(isinstance(d, int) for d in dims)
+
+
+def _pad_end(x, amounts):
+    """Zero-pad axes 1..3 of `(batch, D, H, W, C)` at their end by `amounts`."""
+    if _is_static(amounts) and not any(amounts):
+        return x
+    return ops.pad(x, [[0, 0], [0, amounts[0]], [0, amounts[1]], [0, amounts[2]], [0, 0]])
+
+
+def _pad_amounts(extent, multiple):
+    return [(-e) % m if isinstance(e, int) else (m - e % m) % m for e, m in zip(extent, multiple)]
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class StochasticDepth(keras.layers.Layer):
+    """Drops the whole residual branch per sample with probability `rate` (training only)."""
+
+    def __init__(self, rate=0.0, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"`rate` must be in [0, 1), got {rate!r}.")
+        self.rate = float(rate)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed) if rate > 0 else None
+
+    def call(self, x, training=None):
+        if not training or self.rate == 0.0:
+            return x
+        keep = 1.0 - self.rate
+        shape = (ops.shape(x)[0],) + (1,) * (len(x.shape) - 1)
+        draw = keras.random.uniform(shape, seed=self.seed_generator, dtype=x.dtype)
+        return x / keep * ops.floor(keep + draw)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "rate": self.rate, "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class PatchEmbedding3D(keras.layers.Layer):
+    """Clip -> patch tokens: zero-pad the end to multiples of the patch, Conv3D, LayerNorm.
+
+    Input `(batch, frames, height, width, 3)`; output
+    `(batch, ceil(frames/pt), ceil(height/ph), ceil(width/pw), embed_dim)`.
+    """
+
+    def __init__(self, patch_size=(2, 4, 4), embed_dim=96, patch_norm=True, **kwargs):
+        super().__init__(**kwargs)
+        self.patch_size = _triple(patch_size, "patch_size")
+        self.embed_dim = int(embed_dim)
+        self.patch_norm = bool(patch_norm)
+        self.proj = keras.layers.Conv3D(
+            self.embed_dim,
+            kernel_size=self.patch_size,
+            strides=self.patch_size,
+            padding="valid",
+            dtype=self.dtype_policy,
+            name="proj",
+        )
+        self.norm = (
+            keras.layers.LayerNormalization(
+                epsilon=LAYER_NORM_EPSILON, dtype=self.dtype_policy, name="norm"
+            )
+            if self.patch_norm
+            else None
+        )
+
+    def build(self, input_shape):
+        self.proj.build(tuple(input_shape))
+        if self.norm is not None:
+            self.norm.build(tuple(input_shape[:-1]) + (self.embed_dim,))
+
+    def call(self, x):
+        shape = ops.shape(x)
+        x = _pad_end(x, _pad_amounts(shape[1:4], self.patch_size))
+        x = self.proj(x)
+        if self.norm is not None:
+            x = self.norm(x)
+        return x
+
+    def compute_output_shape(self, input_shape):
+        grid = [None if e is None else -(-e // p) for e, p in zip(input_shape[1:4], self.patch_size)]
+        return (input_shape[0], *grid, self.embed_dim)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "patch_size": self.patch_size,
+            "embed_dim": self.embed_dim,
+            "patch_norm": self.patch_norm,
+        }
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class WindowAttention3D(keras.layers.Layer):
+    """Multi-head self-attention inside 3D windows with a relative position bias.
+
+    Input: windows `(batch * num_windows, N, dim)` with `N <= wd * wh * ww` (a clipped window
+    uses `index[:N, :N]` of the configured window's relative index, as the official code does).
+    `attention_mask`: optional `(num_windows, N, N)` added to the logits.
+    """
+
+    def __init__(
+        self,
+        dim,
+        num_heads,
+        window_size=(8, 7, 7),
+        qkv_bias=True,
+        attention_dropout=0.0,
+        projection_dropout=0.0,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if dim % num_heads:
+            raise ValueError(f"`dim` ({dim}) must be divisible by `num_heads` ({num_heads}).")
+        self.dim = int(dim)
+        self.num_heads = int(num_heads)
+        self.window_size = _triple(window_size, "window_size")
+        self.qkv_bias = bool(qkv_bias)
+        self.attention_dropout = float(attention_dropout)
+        self.projection_dropout = float(projection_dropout)
+        self.head_dim = self.dim // self.num_heads
+        self.scale = self.head_dim**-0.5
+        policy = self.dtype_policy
+        self.qkv = keras.layers.Dense(
+            3 * self.dim,
+            use_bias=self.qkv_bias,
+            kernel_initializer=_dense_init(),
+            dtype=policy,
+            name="qkv",
+        )
+        self.proj = keras.layers.Dense(
+            self.dim, kernel_initializer=_dense_init(), dtype=policy, name="proj"
+        )
+        self.attn_drop = keras.layers.Dropout(self.attention_dropout, dtype=policy)
+        self.proj_drop = keras.layers.Dropout(self.projection_dropout, dtype=policy)
+        self._full_index = win.relative_position_index(self.window_size)
+
+    def build(self, input_shape):
+        self.relative_position_bias_table = self.add_weight(
+            name="relative_position_bias_table",
+            shape=(win.bias_table_size(self.window_size), self.num_heads),
+            initializer=keras.initializers.TruncatedNormal(stddev=0.02),
+        )
+        self.qkv.build(input_shape)
+        self.proj.build(tuple(input_shape[:-1]) + (self.dim,))
+
+    def relative_position_bias(self, num_tokens):
+        """Bias `(heads, N, N)` for windows of `num_tokens` tokens."""
+        if isinstance(num_tokens, int):
+            index = self._full_index[:num_tokens, :num_tokens].reshape(-1)
+        else:
+            index = ops.reshape(
+                ops.slice(self._full_index, (0, 0), ops.stack([num_tokens, num_tokens])), (-1,)
+            )
+        bias = ops.take(self.relative_position_bias_table, index, axis=0)
+        bias = ops.reshape(bias, (num_tokens, num_tokens, self.num_heads))
+        return ops.transpose(bias, (2, 0, 1))
+
+    def call(self, windows, attention_mask=None, training=None):
+        shape = ops.shape(windows)
+        batch_windows, num_tokens = shape[0], shape[1]
+        qkv = self.qkv(windows)
+        qkv = ops.reshape(qkv, (batch_windows, num_tokens, 3, self.num_heads, self.head_dim))
+        qkv = ops.transpose(qkv, (2, 0, 3, 1, 4))
+        q, k, v = qkv[0] * ops.cast(self.scale, qkv.dtype), qkv[1], qkv[2]
+        logits = ops.matmul(q, ops.transpose(k, (0, 1, 3, 2)))
+        logits = logits + ops.cast(self.relative_position_bias(num_tokens), logits.dtype)[None]
+        if attention_mask is not None:
+            num_windows = ops.shape(attention_mask)[0]
+            logits = ops.reshape(
+                logits, (-1, num_windows, self.num_heads, num_tokens, num_tokens)
+            ) + ops.cast(attention_mask, logits.dtype)[None, :, None]
+            logits = ops.reshape(logits, (-1, self.num_heads, num_tokens, num_tokens))
+        attn = ops.softmax(logits, axis=-1)
+        attn = self.attn_drop(attn, training=training)
+        out = ops.matmul(attn, v)
+        out = ops.reshape(ops.transpose(out, (0, 2, 1, 3)), (batch_windows, num_tokens, self.dim))
+        return self.proj_drop(self.proj(out), training=training)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "dim": self.dim,
+            "num_heads": self.num_heads,
+            "window_size": self.window_size,
+            "qkv_bias": self.qkv_bias,
+            "attention_dropout": self.attention_dropout,
+            "projection_dropout": self.projection_dropout,
+        }
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class SwinBlock3D(keras.layers.Layer):
+    """One Video Swin block: `x + DropPath(W-MSA(norm1(x)))`, then `x + DropPath(MLP(norm2(x)))`.
+
+    `shift_size` is `(0, 0, 0)` for regular blocks and `window_size // 2` for shifted ones. The
+    window and shift actually used depend on the token grid (see `windows.effective_window`).
+    Input and output: `(batch, D, H, W, dim)`.
+    """
+
+    def __init__(
+        self,
+        dim,
+        num_heads,
+        window_size=(8, 7, 7),
+        shift_size=(0, 0, 0),
+        mlp_ratio=4.0,
+        qkv_bias=True,
+        dropout=0.0,
+        attention_dropout=0.0,
+        drop_path=0.0,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.dim = int(dim)
+        self.num_heads = int(num_heads)
+        self.window_size = _triple(window_size, "window_size")
+        self.shift_size = tuple(int(s) for s in shift_size)
+        if len(self.shift_size) != 3 or any(
+            not 0 <= s < w for s, w in zip(self.shift_size, self.window_size)
+        ):
+            raise ValueError(
+                f"`shift_size` must be 3 ints in [0, window) for window_size "
+                f"{self.window_size}, got {shift_size!r}."
+            )
+        self.mlp_ratio = float(mlp_ratio)
+        self.qkv_bias = bool(qkv_bias)
+        self.dropout = float(dropout)
+        self.attention_dropout = float(attention_dropout)
+        self.drop_path = float(drop_path)
+        policy = self.dtype_policy
+        hidden = int(self.dim * self.mlp_ratio)
+        self.norm1 = keras.layers.LayerNormalization(
+            epsilon=LAYER_NORM_EPSILON, dtype=policy, name="norm1"
+        )
+        self.attn = WindowAttention3D(
+            self.dim,
+            self.num_heads,
+            self.window_size,
+            qkv_bias=self.qkv_bias,
+            attention_dropout=self.attention_dropout,
+            projection_dropout=self.dropout,
+            dtype=policy,
+            name="attn",
+        )
+        self.norm2 = keras.layers.LayerNormalization(
+            epsilon=LAYER_NORM_EPSILON, dtype=policy, name="norm2"
+        )
+        self.fc1 = keras.layers.Dense(
+            hidden, kernel_initializer=_dense_init(), dtype=policy, name="fc1"
+        )
+        self.fc2 = keras.layers.Dense(
+            self.dim, kernel_initializer=_dense_init(), dtype=policy, name="fc2"
+        )
+        self.mlp_drop = keras.layers.Dropout(self.dropout, dtype=policy)
+        self.drop_path_layer = StochasticDepth(self.drop_path, dtype=policy)
+
+    def build(self, input_shape):
+        input_shape = tuple(input_shape)
+        self.norm1.build(input_shape)
+        self.attn.build((None, None, self.dim))
+        self.norm2.build(input_shape)
+        self.fc1.build(input_shape)
+        self.fc2.build(input_shape[:-1] + (int(self.dim * self.mlp_ratio),))
+
+    def _geometry(self, grid):
+        """Window, shift, padded grid and the region ids of the shift mask (or None)."""
+        if _is_static(grid):
+            window, shift = win.effective_window(grid, self.window_size, self.shift_size)
+            padded = win.padded_extent(grid, window)
+            ids = win.region_ids(padded, window, shift) if any(shift) else None
+            return window, shift, padded, ids
+        window, shift = win.dynamic_effective_window(grid, self.window_size, self.shift_size)
+        padded = [e + (w - e % w) % w for e, w in zip(grid, window)]
+        if not any(self.shift_size):
+            return window, (0, 0, 0), padded, None
+        return window, shift, padded, win.dynamic_region_ids(padded, window, shift)
+
+    def _attention(self, x, training):
+        shape = ops.shape(x)
+        grid = tuple(shape[1:4])
+        window, shift, padded, ids = self._geometry(grid)
+        x = _pad_end(x, [p - g for p, g in zip(padded, grid)])
+        rolled = ids is not None
+        if rolled:
+            x = ops.roll(x, [-s for s in shift], axis=(1, 2, 3))
+            mask = ops.where(
+                ops.not_equal(ids[:, :, None], ids[:, None, :]), win.MASK_VALUE, 0.0
+            )
+        else:
+            mask = None
+        windows = win.window_partition(x, window)
+        windows = self.attn(windows, attention_mask=mask, training=training)
+        x = win.window_reverse(windows, window, padded)
+        if rolled:
+            x = ops.roll(x, list(shift), axis=(1, 2, 3))
+        if not (_is_static(grid) and tuple(padded) == grid):
+            x = ops.slice(x, (0, 0, 0, 0, 0), (shape[0], *grid, self.dim))
+        return x
+
+    def call(self, x, training=None):
+        x = x + self.drop_path_layer(self._attention(self.norm1(x), training), training=training)
+        y = self.fc2(
+            self.mlp_drop(
+                keras.activations.gelu(self.fc1(self.norm2(x)), approximate=False),
+                training=training,
+            )
+        )
+        return x + self.drop_path_layer(self.mlp_drop(y, training=training), training=training)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "dim": self.dim,
+            "num_heads": self.num_heads,
+            "window_size": self.window_size,
+            "shift_size": self.shift_size,
+            "mlp_ratio": self.mlp_ratio,
+            "qkv_bias": self.qkv_bias,
+            "dropout": self.dropout,
+            "attention_dropout": self.attention_dropout,
+            "drop_path": self.drop_path,
+        }
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class PatchMerging3D(keras.layers.Layer):
+    """Halve height and width: concat 2x2 neighbours, LayerNorm(4C), Dense(4C -> 2C, no bias).
+
+    Odd heights/widths are zero-padded at the end. Frames are not downsampled. Neighbours are
+    concatenated in the official order (even h, even w), (odd h, even w), (even h, odd w),
+    (odd h, odd w).
+    """
+
+    def __init__(self, dim, **kwargs):
+        super().__init__(**kwargs)
+        self.dim = int(dim)
+        self.norm = keras.layers.LayerNormalization(
+            epsilon=LAYER_NORM_EPSILON, dtype=self.dtype_policy, name="norm"
+        )
+        self.reduction = keras.layers.Dense(
+            2 * self.dim,
+            use_bias=False,
+            kernel_initializer=_dense_init(),
+            dtype=self.dtype_policy,
+            name="reduction",
+        )
+
+    def build(self, input_shape):
+        merged = tuple(input_shape[:-1]) + (4 * self.dim,)
+        self.norm.build(merged)
+        self.reduction.build(merged)
+
+    def call(self, x):
+        shape = ops.shape(x)
+        batch, frames, height, width = shape[0], shape[1], shape[2], shape[3]
+        x = _pad_end(x, [0, *_pad_amounts((height, width), (2, 2))])
+        half_h, half_w = (height + 1) // 2, (width + 1) // 2
+        x = ops.reshape(x, (batch, frames, half_h, 2, half_w, 2, self.dim))
+        # (h parity, w parity) -> order (0,0), (1,0), (0,1), (1,1): w parity is the slower axis.
+        x = ops.transpose(x, (0, 1, 2, 4, 5, 3, 6))
+        x = ops.reshape(x, (batch, frames, half_h, half_w, 4 * self.dim))
+        return self.reduction(self.norm(x))
+
+    def compute_output_shape(self, input_shape):
+        h, w = (None if e is None else -(-e // 2) for e in input_shape[2:4])
+        return (input_shape[0], input_shape[1], h, w, 2 * self.dim)
+
+    def get_config(self):
+        return {**super().get_config(), "dim": self.dim}
