@@ -32,8 +32,14 @@ LAYOUTS = {
     ],
     # torchvision.models.video.swin3d_*: stages and mergings interleaved in `features`.
     "torchvision": [
-        (r"^features\.(\d+)\.(\d+)\.mlp\.0\.", lambda m: f"layers.{int(m[1]) // 2}.blocks.{m[2]}.mlp.fc1."),  # noqa: E501
-        (r"^features\.(\d+)\.(\d+)\.mlp\.3\.", lambda m: f"layers.{int(m[1]) // 2}.blocks.{m[2]}.mlp.fc2."),  # noqa: E501
+        (
+            r"^features\.(\d+)\.(\d+)\.mlp\.0\.",
+            lambda m: f"layers.{int(m[1]) // 2}.blocks.{m[2]}.mlp.fc1.",
+        ),  # noqa: E501
+        (
+            r"^features\.(\d+)\.(\d+)\.mlp\.3\.",
+            lambda m: f"layers.{int(m[1]) // 2}.blocks.{m[2]}.mlp.fc2.",
+        ),  # noqa: E501
         (r"^features\.(\d+)\.(\d+)\.", lambda m: f"layers.{int(m[1]) // 2}.blocks.{m[2]}."),
         (r"^features\.(\d+)\.", lambda m: f"layers.{int(m[1]) // 2}.downsample."),
     ],
@@ -48,12 +54,30 @@ _NORM = {"weight": "gamma", "bias": "beta"}
 CANONICAL_TO_KERAS = [
     (r"patch_embed\.proj\.(weight|bias)", lambda m: f"patch_embedding/proj/{_param(m[1])}"),
     (r"patch_embed\.norm\.(weight|bias)", lambda m: f"patch_embedding/norm/{_NORM[m[1]]}"),
-    (_BLOCK + r"(norm1|norm2)\.(weight|bias)", lambda m: f"stage{m[1]}_block{m[2]}/{m[3]}/{_NORM[m[4]]}"),  # noqa: E501
-    (_BLOCK + r"attn\.(qkv|proj)\.(weight|bias)", lambda m: f"stage{m[1]}_block{m[2]}/attn/{m[3]}/{_param(m[4])}"),  # noqa: E501
-    (_BLOCK + r"attn\.relative_position_bias_table", lambda m: f"stage{m[1]}_block{m[2]}/attn/relative_position_bias_table"),  # noqa: E501
-    (_BLOCK + r"mlp\.(fc1|fc2)\.(weight|bias)", lambda m: f"stage{m[1]}_block{m[2]}/{m[3]}/{_param(m[4])}"),  # noqa: E501
-    (r"layers\.(\d+)\.downsample\.norm\.(weight|bias)", lambda m: f"stage{m[1]}_merging/norm/{_NORM[m[2]]}"),  # noqa: E501
-    (r"layers\.(\d+)\.downsample\.reduction\.weight", lambda m: f"stage{m[1]}_merging/reduction/kernel"),  # noqa: E501
+    (
+        _BLOCK + r"(norm1|norm2)\.(weight|bias)",
+        lambda m: f"stage{m[1]}_block{m[2]}/{m[3]}/{_NORM[m[4]]}",
+    ),  # noqa: E501
+    (
+        _BLOCK + r"attn\.(qkv|proj)\.(weight|bias)",
+        lambda m: f"stage{m[1]}_block{m[2]}/attn/{m[3]}/{_param(m[4])}",
+    ),  # noqa: E501
+    (
+        _BLOCK + r"attn\.relative_position_bias_table",
+        lambda m: f"stage{m[1]}_block{m[2]}/attn/relative_position_bias_table",
+    ),  # noqa: E501
+    (
+        _BLOCK + r"mlp\.(fc1|fc2)\.(weight|bias)",
+        lambda m: f"stage{m[1]}_block{m[2]}/{m[3]}/{_param(m[4])}",
+    ),  # noqa: E501
+    (
+        r"layers\.(\d+)\.downsample\.norm\.(weight|bias)",
+        lambda m: f"stage{m[1]}_merging/norm/{_NORM[m[2]]}",
+    ),  # noqa: E501
+    (
+        r"layers\.(\d+)\.downsample\.reduction\.weight",
+        lambda m: f"stage{m[1]}_merging/reduction/kernel",
+    ),  # noqa: E501
     (r"norm\.(weight|bias)", lambda m: f"norm/{_NORM[m[1]]}"),
     (r"head\.(weight|bias)", lambda m: f"predictions/{_param(m[1])}"),
 ]
@@ -221,7 +245,9 @@ def load_state_dict(model, state_dict, layout=None, strict=True, skip_head=False
         assigned.add(path)
         report.loaded.append(key)
     for key, value in tables.items():
-        table_path = keras_path(key.replace("relative_position_index", "relative_position_bias_table"))
+        table_path = keras_path(
+            key.replace("relative_position_index", "relative_position_bias_table")
+        )
         if table_path in variables:
             _check_index(key, value, variables[table_path].shape[0])
             report.checked_index += 1

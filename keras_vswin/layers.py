@@ -116,7 +116,9 @@ class PatchEmbedding3D(keras.layers.Layer):
         return x
 
     def compute_output_shape(self, input_shape):
-        grid = [None if e is None else -(-e // p) for e, p in zip(input_shape[1:4], self.patch_size)]
+        grid = [
+            None if e is None else -(-e // p) for e, p in zip(input_shape[1:4], self.patch_size)
+        ]
         return (input_shape[0], *grid, self.embed_dim)
 
     def get_config(self):
@@ -205,9 +207,10 @@ class WindowAttention3D(keras.layers.Layer):
         logits = logits + ops.cast(self.relative_position_bias(num_tokens), logits.dtype)[None]
         if attention_mask is not None:
             num_windows = ops.shape(attention_mask)[0]
-            logits = ops.reshape(
-                logits, (-1, num_windows, self.num_heads, num_tokens, num_tokens)
-            ) + ops.cast(attention_mask, logits.dtype)[None, :, None]
+            logits = (
+                ops.reshape(logits, (-1, num_windows, self.num_heads, num_tokens, num_tokens))
+                + ops.cast(attention_mask, logits.dtype)[None, :, None]
+            )
             logits = ops.reshape(logits, (-1, self.num_heads, num_tokens, num_tokens))
         attn = ops.softmax(logits, axis=-1)
         attn = self.attn_drop(attn, training=training)
@@ -325,9 +328,7 @@ class SwinBlock3D(keras.layers.Layer):
         rolled = ids is not None
         if rolled:
             x = ops.roll(x, [-s for s in shift], axis=(1, 2, 3))
-            mask = ops.where(
-                ops.not_equal(ids[:, :, None], ids[:, None, :]), win.MASK_VALUE, 0.0
-            )
+            mask = ops.where(ops.not_equal(ids[:, :, None], ids[:, None, :]), win.MASK_VALUE, 0.0)
         else:
             mask = None
         windows = win.window_partition(x, window)

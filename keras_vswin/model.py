@@ -16,11 +16,11 @@ from keras_vswin.layers import (
 # One source of truth for the architectures (paper, Table 1) and their default stochastic depth
 # (the official fine-tuning configs).
 VARIANTS = {
-    "T": {"embed_dim": 96, "depths": (2, 2, 6, 2), "num_heads": (3, 6, 12, 24), "drop_path_rate": 0.1},
-    "S": {"embed_dim": 96, "depths": (2, 2, 18, 2), "num_heads": (3, 6, 12, 24), "drop_path_rate": 0.1},
-    "B": {"embed_dim": 128, "depths": (2, 2, 18, 2), "num_heads": (4, 8, 16, 32), "drop_path_rate": 0.3},
-    "L": {"embed_dim": 192, "depths": (2, 2, 18, 2), "num_heads": (6, 12, 24, 48), "drop_path_rate": 0.3},
-}  # fmt: skip
+    "T": dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), drop_path_rate=0.1),
+    "S": dict(embed_dim=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24), drop_path_rate=0.1),
+    "B": dict(embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32), drop_path_rate=0.3),
+    "L": dict(embed_dim=192, depths=(2, 2, 18, 2), num_heads=(6, 12, 24, 48), drop_path_rate=0.3),
+}
 
 POOLINGS = (None, "avg", "max")
 
@@ -115,16 +115,16 @@ def VideoSwin(
         A `keras.Model` taking clips `(batch, frames, height, width, 3)` normalised with
         `keras_vswin.preprocess_input`.
     """
-    depths, num_heads = _check_architecture(
-        embed_dim, depths, num_heads, mlp_ratio, drop_path_rate
-    )
+    depths, num_heads = _check_architecture(embed_dim, depths, num_heads, mlp_ratio, drop_path_rate)
     patch_size = _triple(patch_size, "patch_size")
     window_size = _triple(window_size, "window_size")
     input_shape = _check_input_shape(input_shape)
     if pooling not in POOLINGS:
         raise ValueError(f"`pooling` must be one of {POOLINGS}, got {pooling!r}.")
     if include_top and (not isinstance(classes, int | np.integer) or classes <= 0):
-        raise ValueError(f"`classes` must be a positive int when include_top=True, got {classes!r}.")
+        raise ValueError(
+            f"`classes` must be a positive int when include_top=True, got {classes!r}."
+        )
 
     inputs = keras.Input(shape=input_shape, name="video")
     x = PatchEmbedding3D(patch_size, embed_dim, patch_norm=patch_norm, name="patch_embedding")(
@@ -180,7 +180,7 @@ def VideoSwin(
     return model
 
 
-def _variant(variant, include_top, weights, input_shape, pooling, classes, classifier_activation, kwargs):  # fmt: skip
+def _variant(variant, kwargs, weights=None, **arguments):
     config = dict(VARIANTS[variant])
     if weights is not None:
         # A registry entry may fix parts of the architecture (e.g. the 16x7x7 SSv2 window).
@@ -189,36 +189,29 @@ def _variant(variant, include_top, weights, input_shape, pooling, classes, class
         config.update(pretrained_overrides(variant, weights))
     config.update(kwargs)
     config.setdefault("name", f"video_swin_{variant.lower()}")
-    return VideoSwin(
-        include_top=include_top,
-        weights=weights,
-        input_shape=input_shape,
-        pooling=pooling,
-        classes=classes,
-        classifier_activation=classifier_activation,
-        **config,
-    )
+    return VideoSwin(weights=weights, **arguments, **config)
 
 
+# The keras.applications-style constructors: the variant table plus the conventional arguments.
 def VideoSwinT(include_top=True, weights=None, input_shape=None, pooling=None, classes=400,
                classifier_activation="softmax", **kwargs):  # fmt: skip
     """Video Swin-T (28.2M parameters). Arguments as in `VideoSwin`."""
-    return _variant("T", include_top, weights, input_shape, pooling, classes, classifier_activation, kwargs)  # fmt: skip
+    return _variant("T", **locals())
 
 
 def VideoSwinS(include_top=True, weights=None, input_shape=None, pooling=None, classes=400,
                classifier_activation="softmax", **kwargs):  # fmt: skip
     """Video Swin-S (49.8M parameters). Arguments as in `VideoSwin`."""
-    return _variant("S", include_top, weights, input_shape, pooling, classes, classifier_activation, kwargs)  # fmt: skip
+    return _variant("S", **locals())
 
 
 def VideoSwinB(include_top=True, weights=None, input_shape=None, pooling=None, classes=400,
                classifier_activation="softmax", **kwargs):  # fmt: skip
     """Video Swin-B (88.1M parameters). Arguments as in `VideoSwin`."""
-    return _variant("B", include_top, weights, input_shape, pooling, classes, classifier_activation, kwargs)  # fmt: skip
+    return _variant("B", **locals())
 
 
 def VideoSwinL(include_top=True, weights=None, input_shape=None, pooling=None, classes=400,
                classifier_activation="softmax", **kwargs):  # fmt: skip
     """Video Swin-L (197.0M parameters). Arguments as in `VideoSwin`."""
-    return _variant("L", include_top, weights, input_shape, pooling, classes, classifier_activation, kwargs)  # fmt: skip
+    return _variant("L", **locals())

@@ -39,7 +39,7 @@ def preprocess_input(x):
     )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_labels(labels: str) -> tuple[str, ...]:
     """Class names in the official order.
 
@@ -47,8 +47,10 @@ def load_labels(labels: str) -> tuple[str, ...]:
         labels: one of `LABEL_SETS`, or the path of a text file with one class name per line.
     """
     if labels in LABEL_SETS:
-        text = resources.files("keras_vswin").joinpath("labels", f"{labels}.txt").read_text(
-            encoding="utf-8"
+        text = (
+            resources.files("keras_vswin")
+            .joinpath("labels", f"{labels}.txt")
+            .read_text(encoding="utf-8")
         )
     else:
         try:

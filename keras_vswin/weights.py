@@ -22,6 +22,4 @@ def load_weights(model, weights, include_top=True, classes=None):
 
         model.set_weights(keras.saving.load_model(path, compile=False).get_weights())
     else:
-        raise ValueError(
-            f"weights={weights!r}: expected None, a `.keras` or a `.weights.h5` file."
-        )
+        raise ValueError(f"weights={weights!r}: expected None, a `.keras` or a `.weights.h5` file.")

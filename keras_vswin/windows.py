@@ -153,9 +153,7 @@ def dynamic_region_ids(padded, window, shift):
     axes = []
     for extent, w, s in zip(padded, window, shift, strict=True):
         pos = ops.arange(extent, dtype="int32")
-        ids = ops.where(
-            ops.less(pos, extent - w), 0, ops.where(ops.less(pos, extent - s), 1, 2)
-        )
+        ids = ops.where(ops.less(pos, extent - w), 0, ops.where(ops.less(pos, extent - s), 1, 2))
         axes.append(ops.where(ops.greater(s, 0), ids, ops.zeros_like(ids)))
     d, h, w = axes
     ids = d[:, None, None] * 9 + h[None, :, None] * 3 + w[None, None, :]

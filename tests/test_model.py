@@ -1,0 +1,177 @@
+"""The Keras model: shapes, parameter counts, saving, training, dynamic shapes, bad input."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_vswin
+from keras_vswin import VideoSwin
+
+TINY = dict(embed_dim=16, depths=(2, 2), num_heads=(1, 2), window_size=(2, 3, 3))
+
+
+def tiny(**kwargs):
+    return VideoSwin(**{**TINY, "drop_path_rate": 0.0, **kwargs})
+
+
+@pytest.mark.parametrize(
+    "builder, params",
+    [
+        (keras_vswin.VideoSwinT, 28_158_070),
+        (keras_vswin.VideoSwinS, 49_816_678),
+        (keras_vswin.VideoSwinB, 88_048_984),
+        (keras_vswin.VideoSwinL, 196_953_916),
+    ],
+)
+def test_param_counts_equal_the_paper(builder, params):
+    assert builder().count_params() == params
+
+
+def test_feature_map_and_pooled_outputs(rng):
+    x = rng.standard_normal((2, 8, 64, 64, 3)).astype("float32")
+    pooled = keras_vswin.VideoSwinT(include_top=False, pooling="avg")
+    feature_model = keras.Model(pooled.input, pooled.get_layer("norm").output)
+    features = np.asarray(feature_model(x))
+    # 8 frames -> 4 token frames; 64 -> 16 -> 8 -> 4 -> 2 after three mergings.
+    assert features.shape == (2, 4, 2, 2, 768)
+    assert tuple(keras_vswin.VideoSwinT(include_top=False)(x).shape) == (2, 4, 2, 2, 768)
+    np.testing.assert_allclose(pooled(x), features.mean(axis=(1, 2, 3)), atol=1e-5)
+    assert tuple(keras_vswin.VideoSwinT(include_top=False, pooling="max")(x).shape) == (2, 768)
+
+
+def test_head_outputs_probabilities(rng):
+    model = tiny(classes=7)
+    probs = np.asarray(model(rng.standard_normal((3, 5, 30, 30, 3)).astype("float32")))
+    assert probs.shape == (3, 7)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_dynamic_model_matches_static_models(rng):
+    dynamic = tiny(classifier_activation=None)
+    graph = tf.function(
+        lambda x: dynamic(x, training=False),
+        input_signature=[tf.TensorSpec([None, None, None, None, 3], tf.float32)],
+    )
+    for shape in [(1, 7, 33, 45), (2, 4, 24, 24), (1, 2, 9, 13), (1, 12, 50, 36)]:
+        x = rng.standard_normal((*shape, 3)).astype("float32")
+        static = tiny(classifier_activation=None, input_shape=(*shape[1:], 3))
+        static.set_weights(dynamic.get_weights())
+        expected = np.asarray(static(x))
+        np.testing.assert_allclose(graph(x).numpy(), expected, atol=1e-5, err_msg=str(shape))
+        np.testing.assert_allclose(np.asarray(dynamic(x)), expected, atol=1e-5)
+
+
+def test_keras_save_load_round_trip(tmp_path, rng):
+    model = tiny(classes=5)
+    x = rng.standard_normal((2, 4, 20, 20, 3)).astype("float32")
+    path = tmp_path / "model.keras"
+    model.save(path)
+    # No custom_objects needed: every layer is registered.
+    restored = keras.saving.load_model(path)
+    np.testing.assert_array_equal(np.asarray(restored(x)), np.asarray(model(x)))
+    weights_path = tmp_path / "model.weights.h5"
+    model.save_weights(weights_path)
+    fresh = tiny(classes=5, weights=str(weights_path))
+    np.testing.assert_array_equal(np.asarray(fresh(x)), np.asarray(model(x)))
+
+
+def test_layers_round_trip_through_config():
+    for layer in [
+        keras_vswin.PatchEmbedding3D((2, 4, 4), 32),
+        keras_vswin.WindowAttention3D(32, 4, (2, 3, 3), qkv_bias=False, attention_dropout=0.1),
+        keras_vswin.SwinBlock3D(32, 4, (2, 3, 3), (1, 1, 1), mlp_ratio=2.0, drop_path=0.2),
+        keras_vswin.PatchMerging3D(32),
+        keras_vswin.StochasticDepth(0.3),
+    ]:
+        config = layer.get_config()
+        clone = layer.__class__.from_config(config)
+        assert clone.get_config() == config
+
+
+def test_fit_reduces_loss(rng):
+    model = tiny(classes=3, head_dropout_rate=0.0)
+    model.compile(optimizer=keras.optimizers.AdamW(3e-3), loss="sparse_categorical_crossentropy")
+    x = rng.standard_normal((6, 4, 24, 24, 3)).astype("float32")
+    y = np.array([0, 1, 2, 0, 1, 2])
+    history = model.fit(x, y, epochs=10, batch_size=3, verbose=0)
+    losses = history.history["loss"]
+    assert losses[-1] < 0.5 * losses[0], losses
+
+
+def test_gradients_reach_every_weight(rng):
+    # 4x12x12 tokens with a 2x3x3 window: shifted blocks run with a real shift mask.
+    model = tiny(classes=3, classifier_activation=None, head_dropout_rate=0.0)
+    x = tf.constant(rng.standard_normal((2, 8, 48, 48, 3)).astype("float32"))
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(tf.square(model(x, training=True)))
+    grads = tape.gradient(loss, model.trainable_weights)
+    empty = [v.path for v, g in zip(model.trainable_weights, grads) if g is None or not np.any(g)]
+    assert not empty
+    assert sum("relative_position_bias_table" in v.path for v in model.trainable_weights) == 4
+
+
+def test_stochastic_depth_drops_whole_samples():
+    layer = keras_vswin.StochasticDepth(0.5, seed=1)
+    x = np.ones((64, 2, 3, 3, 4), "float32")
+    y = np.asarray(layer(x, training=True))
+    per_sample = y.reshape(64, -1)
+    assert set(np.unique(per_sample)) <= {0.0, 2.0}
+    assert all(len(set(row)) == 1 for row in per_sample)
+    np.testing.assert_array_equal(np.asarray(layer(x, training=False)), x)
+
+
+@pytest.mark.parametrize(
+    "kwargs, argument",
+    [
+        (dict(input_shape=(16, 224, 224, 1)), "input_shape"),
+        (dict(input_shape=(224, 224, 3)), "input_shape"),
+        (dict(input_shape=(0, 224, 224, 3)), "input_shape"),
+        (dict(input_shape=(16, -4, 224, 3)), "input_shape"),
+        (dict(pooling="mean", include_top=False), "pooling"),
+        (dict(classes=0), "classes"),
+        (dict(patch_size=(2, 0, 4)), "patch_size"),
+        (dict(window_size=(8, 7)), "window_size"),
+        (dict(depths=(2, 2), num_heads=(3,)), "num_heads"),
+        (dict(num_heads=(5, 6, 12, 24)), "num_heads"),
+        (dict(embed_dim=-1), "embed_dim"),
+        (dict(drop_path_rate=1.5), "drop_path_rate"),
+    ],
+)
+def test_bad_arguments_raise_named_errors(kwargs, argument):
+    with pytest.raises(ValueError, match=argument):
+        VideoSwin(**kwargs)
+
+
+def test_wrong_input_rank_or_channels_is_rejected(rng):
+    model = tiny()
+    with pytest.raises(ValueError):
+        model(rng.standard_normal((1, 4, 24, 24, 1)).astype("float32"))
+    with pytest.raises(ValueError):
+        model(rng.standard_normal((1, 24, 24, 3)).astype("float32"))
+
+
+def test_preprocess_input_matches_official_constants():
+    x = np.array([[[123.675, 116.28, 103.53], [255, 0, 0]]], "uint8")
+    out = keras_vswin.preprocess_input(np.array([[[123.675, 116.28, 103.53]]]))
+    np.testing.assert_allclose(out, 0.0, atol=1e-6)
+    out = np.asarray(keras_vswin.preprocess_input(tf.constant(x)))
+    np.testing.assert_allclose(
+        out[0, 1], [(255 - 123.675) / 58.395, -116.28 / 57.12, -103.53 / 57.375], rtol=1e-6
+    )
+    with pytest.raises(ValueError, match="3 channels"):
+        keras_vswin.preprocess_input(np.zeros((2, 4)))
+
+
+def test_decode_predictions_names_and_order():
+    probs = np.zeros((2, 400), "float32")
+    probs[0, [0, 5, 399]] = [0.2, 0.5, 0.3]
+    probs[1, 1] = 1.0
+    top = keras_vswin.decode_predictions(probs, top=3)
+    assert [t[0] for t in top[0]] == [5, 399, 0]
+    assert top[0][2] == (0, "abseiling", pytest.approx(0.2))
+    assert top[1][0][:2] == (1, "air drumming")
+    assert len(keras_vswin.load_labels("kinetics600")) == 600
+    assert len(keras_vswin.load_labels("something_something_v2")) == 174
+    with pytest.raises(ValueError, match="labels"):
+        keras_vswin.decode_predictions(np.zeros((1, 174)), labels="kinetics400")
