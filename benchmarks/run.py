@@ -12,7 +12,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -25,10 +24,10 @@ try:
 except ImportError:  # pragma: no cover - the [torch] extra is optional for users
     torch = tv_video = None
 
+import keras
 import numpy as np
 import tensorflow as tf
 
-import keras
 import keras_vswin
 from keras_vswin.flops import count_macs
 
@@ -308,9 +307,9 @@ def main(argv=None):
             memory[impl] = peak_memory(impl, "B", 32)
         print("\nPeak memory, Swin-B 1x32x224x224 inference (fresh process each):")
         for impl, m in memory.items():
-            print(
-                f"  {impl:<14} peak RSS {m['peak_mib']:8.0f} MiB (forward added {m['forward_increase_mib']:6.0f} MiB)"
-            )
+            added = m["forward_increase_mib"]
+            peak = m["peak_mib"]
+            print(f"  {impl:<14} peak RSS {peak:8.0f} MiB (forward added {added:6.0f} MiB)")
     result = {
         "machine": {
             "platform": platform.platform(),
