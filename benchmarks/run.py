@@ -308,8 +308,8 @@ def main(argv=None):
         print("\nPeak memory, Swin-B 1x32x224x224 inference (fresh process each):")
         for impl, m in memory.items():
             added = m["forward_increase_mib"]
-            peak = m["peak_mib"]
-            print(f"  {impl:<14} peak RSS {peak:8.0f} MiB (forward added {added:6.0f} MiB)")
+            rss = m["peak_mib"]
+            print(f"  {impl:<14} peak RSS {rss:8.0f} MiB (forward added {added:6.0f} MiB)")
     result = {
         "machine": {
             "platform": platform.platform(),
