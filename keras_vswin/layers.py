@@ -58,13 +58,16 @@ class StochasticDepth(keras.layers.Layer):
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed) if rate > 0 else None
 
+    def sample_scale(self, batch, rank, dtype):
+        """Per-sample factor `(batch, 1, ...)`: 0 (dropped) or 1 / (1 - rate) (kept)."""
+        keep = 1.0 - self.rate
+        draw = keras.random.uniform((batch,) + (1,) * (rank - 1), seed=self.seed_generator)
+        return ops.cast(ops.floor(keep + draw) / keep, dtype)
+
     def call(self, x, training=None):
         if not training or self.rate == 0.0:
             return x
-        keep = 1.0 - self.rate
-        shape = (ops.shape(x)[0],) + (1,) * (len(x.shape) - 1)
-        draw = keras.random.uniform(shape, seed=self.seed_generator, dtype=x.dtype)
-        return x / keep * ops.floor(keep + draw)
+        return x * self.sample_scale(ops.shape(x)[0], len(x.shape), x.dtype)
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -207,15 +210,14 @@ class WindowAttention3D(keras.layers.Layer):
         q, k, v = qkv[0] * ops.cast(self.scale, qkv.dtype), qkv[1], qkv[2]
         logits = ops.matmul(q, ops.transpose(k, (0, 1, 3, 2)))
         bias = ops.cast(self.relative_position_bias(num_tokens), logits.dtype)
-        if attention_mask is None:
-            logits = logits + bias[None]
-        else:
-            # One add of (bias + mask) per window instead of two passes over the logits.
-            bias = bias[None] + ops.cast(attention_mask, logits.dtype)[:, None]
+        logits = logits + bias[None]
+        if attention_mask is not None:
+            # Two in-place adds keep the peak memory at one logits tensor (a combined
+            # bias + mask tensor would be as large as the logits of a whole clip).
             num_windows = ops.shape(attention_mask)[0]
             logits = (
                 ops.reshape(logits, (-1, num_windows, self.num_heads, num_tokens, num_tokens))
-                + bias[None]
+                + ops.cast(attention_mask, logits.dtype)[None, :, None]
             )
             logits = ops.reshape(logits, (-1, self.num_heads, num_tokens, num_tokens))
         attn = ops.softmax(logits, axis=-1)
@@ -260,12 +262,19 @@ class SwinBlock3D(keras.layers.Layer):
         dropout=0.0,
         attention_dropout=0.0,
         drop_path=0.0,
+        remat=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.dim = int(dim)
         self.num_heads = int(num_heads)
         self.window_size = _triple(window_size, "window_size")
+        self.remat = bool(remat)
+        if self.remat and (dropout or attention_dropout):
+            raise ValueError(
+                "`remat=True` needs `dropout=0` and `attention_dropout=0` (recomputation would "
+                "draw new dropout masks); stochastic depth (`drop_path`) is supported."
+            )
         self.shift_size = tuple(int(s) for s in shift_size)
         if len(self.shift_size) != 3 or any(
             not 0 <= s < w for s, w in zip(self.shift_size, self.window_size)
@@ -347,14 +356,28 @@ class SwinBlock3D(keras.layers.Layer):
             x = ops.slice(x, (0, 0, 0, 0, 0), (shape[0], *grid, self.dim))
         return x
 
-    def call(self, x, training=None):
+    def _forward(self, x, attention_scale, mlp_scale, training):
         shape = ops.shape(x)
-        x = x + self.drop_path_layer(self._attention(self.norm1(x), training), training=training)
+        branch = self._attention(self.norm1(x), training)
+        x = x + (branch if attention_scale is None else branch * attention_scale)
         # The MLP runs on the (tokens, channels) matrix; see WindowAttention3D.call.
         tokens = self.norm2(ops.reshape(x, (-1, self.dim)))
         hidden = keras.activations.gelu(self.fc1(tokens), approximate=False)
         y = self.mlp_drop(self.fc2(self.mlp_drop(hidden, training=training)), training=training)
-        return x + self.drop_path_layer(ops.reshape(y, shape), training=training)
+        y = ops.reshape(y, shape)
+        return x + (y if mlp_scale is None else y * mlp_scale)
+
+    def call(self, x, training=None):
+        scales = (None, None)
+        if training and self.drop_path > 0:
+            # Drawn outside the rematerialised function so recomputation sees the same draws.
+            batch, rank = ops.shape(x)[0], len(x.shape)
+            scales = tuple(self.drop_path_layer.sample_scale(batch, rank, x.dtype) for _ in "ab")
+        if self.remat and training:
+            if scales[0] is None:
+                return keras.remat(lambda x: self._forward(x, None, None, training))(x)
+            return keras.remat(lambda x, a, m: self._forward(x, a, m, training))(x, *scales)
+        return self._forward(x, *scales, training)
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -371,6 +394,7 @@ class SwinBlock3D(keras.layers.Layer):
             "dropout": self.dropout,
             "attention_dropout": self.attention_dropout,
             "drop_path": self.drop_path,
+            "remat": self.remat,
         }
 
 

@@ -175,3 +175,21 @@ def test_decode_predictions_names_and_order():
     assert len(keras_vswin.load_labels("something_something_v2")) == 174
     with pytest.raises(ValueError, match="labels"):
         keras_vswin.decode_predictions(np.zeros((1, 174)), labels="kinetics400")
+
+
+def test_remat_gives_the_same_gradients(rng):
+    x = tf.constant(rng.standard_normal((2, 4, 24, 24, 3)).astype("float32"))
+    grads = []
+    for remat in (False, True):
+        keras.utils.set_random_seed(3)  # same weights and the same stochastic-depth draws
+        model = tiny(classes=3, head_dropout_rate=0.0, drop_path_rate=0.3, remat=remat)
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(tf.square(model(x, training=True)))
+        grads.append(tape.gradient(loss, model.trainable_weights))
+    assert len(grads[0]) == len(grads[1])
+    for plain, recomputed in zip(*grads):
+        np.testing.assert_allclose(
+            tf.convert_to_tensor(recomputed), tf.convert_to_tensor(plain), rtol=1e-4, atol=1e-6
+        )
+    with pytest.raises(ValueError, match="remat"):
+        tiny(remat=True, dropout_rate=0.1)
