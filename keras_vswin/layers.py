@@ -187,15 +187,24 @@ class WindowAttention3D(keras.layers.Layer):
         self.qkv.build(input_shape)
         self.proj.build(tuple(input_shape[:-1]) + (self.dim,))
 
-    def relative_position_bias(self, num_tokens):
-        """Bias `(heads, N, N)` for windows of `num_tokens` tokens."""
+    def relative_position_bias(self, num_tokens, anchor=None):
+        """Bias `(heads, N, N)` for windows of `num_tokens` tokens.
+
+        `anchor`: a scalar computed from this call's data, 0 (or NaN when the data is NaN).
+        Adding it to the table makes the gather wait for the data; otherwise a graph executor
+        gathers every block's bias as soon as the graph starts and holds them all (about
+        230 MB for Swin-B on 32x224x224).
+        """
         if isinstance(num_tokens, int):
             index = self._full_index[:num_tokens, :num_tokens].reshape(-1)
         else:
             index = ops.reshape(
                 ops.slice(self._full_index, (0, 0), ops.stack([num_tokens, num_tokens])), (-1,)
             )
-        bias = ops.take(self.relative_position_bias_table, index, axis=0)
+        table = self.relative_position_bias_table
+        if anchor is not None:
+            table = table + ops.cast(anchor, table.dtype)
+        bias = ops.take(table, index, axis=0)
         bias = ops.reshape(bias, (num_tokens, num_tokens, self.num_heads))
         return ops.transpose(bias, (2, 0, 1))
 
@@ -209,7 +218,8 @@ class WindowAttention3D(keras.layers.Layer):
         qkv = ops.transpose(qkv, (2, 0, 3, 1, 4))
         q, k, v = qkv[0] * ops.cast(self.scale, qkv.dtype), qkv[1], qkv[2]
         logits = ops.matmul(q, ops.transpose(k, (0, 1, 3, 2)))
-        bias = ops.cast(self.relative_position_bias(num_tokens), logits.dtype)
+        anchor = ops.stop_gradient(ops.sum(logits[:1, :1, :1, :1])) * 0.0
+        bias = ops.cast(self.relative_position_bias(num_tokens, anchor), logits.dtype)
         logits = logits + bias[None]
         if attention_mask is not None:
             # Two in-place adds keep the peak memory at one logits tensor (a combined
@@ -323,42 +333,31 @@ class SwinBlock3D(keras.layers.Layer):
         self.fc1.build(input_shape)
         self.fc2.build(input_shape[:-1] + (int(self.dim * self.mlp_ratio),))
 
-    def _geometry(self, grid):
-        """Window, shift, padded grid and the region ids of the shift mask (or None)."""
-        if _is_static(grid):
-            window, shift = win.effective_window(grid, self.window_size, self.shift_size)
-            padded = win.padded_extent(grid, window)
-            ids = win.region_ids(padded, window, shift) if any(shift) else None
-            return window, shift, padded, ids
-        window, shift = win.dynamic_effective_window(grid, self.window_size, self.shift_size)
-        padded = [e + (w - e % w) % w for e, w in zip(grid, window)]
-        if not any(self.shift_size):
-            return window, (0, 0, 0), padded, None
-        return window, shift, padded, win.dynamic_region_ids(padded, window, shift)
-
-    def _attention(self, x, training):
+    def _attention(self, x, attention_mask, training):
         shape = ops.shape(x)
         grid = tuple(shape[1:4])
-        window, shift, padded, ids = self._geometry(grid)
+        window, shift, padded, shifted = win.window_geometry(
+            grid, self.window_size, self.shift_size
+        )
         x = _pad_end(x, [p - g for p, g in zip(padded, grid)])
-        rolled = ids is not None
-        if rolled:
+        if shifted:
             x = ops.roll(x, [-s for s in shift], axis=(1, 2, 3))
-            mask = ops.where(ops.not_equal(ids[:, :, None], ids[:, None, :]), win.MASK_VALUE, 0.0)
+            if attention_mask is None:
+                attention_mask = win.attention_mask(grid, self.window_size, self.shift_size)
         else:
-            mask = None
+            attention_mask = None
         windows = win.window_partition(x, window)
-        windows = self.attn(windows, attention_mask=mask, training=training)
+        windows = self.attn(windows, attention_mask=attention_mask, training=training)
         x = win.window_reverse(windows, window, padded)
-        if rolled:
+        if shifted:
             x = ops.roll(x, list(shift), axis=(1, 2, 3))
         if not (_is_static(grid) and tuple(padded) == grid):
             x = ops.slice(x, (0, 0, 0, 0, 0), (shape[0], *grid, self.dim))
         return x
 
-    def _forward(self, x, attention_scale, mlp_scale, training):
+    def _forward(self, x, attention_mask, attention_scale, mlp_scale, training):
         shape = ops.shape(x)
-        branch = self._attention(self.norm1(x), training)
+        branch = self._attention(self.norm1(x), attention_mask, training)
         x = x + (branch if attention_scale is None else branch * attention_scale)
         # The MLP runs on the (tokens, channels) matrix; see WindowAttention3D.call.
         tokens = self.norm2(ops.reshape(x, (-1, self.dim)))
@@ -367,17 +366,21 @@ class SwinBlock3D(keras.layers.Layer):
         y = ops.reshape(y, shape)
         return x + (y if mlp_scale is None else y * mlp_scale)
 
-    def call(self, x, training=None):
+    def call(self, x, attention_mask=None, training=None):
+        """`attention_mask`: the stage's `ShiftedWindowMask3D` output, so shifted blocks share
+        one mask; computed here when not given. Ignored by blocks that do not shift."""
         scales = (None, None)
         if training and self.drop_path > 0:
             # Drawn outside the rematerialised function so recomputation sees the same draws.
             batch, rank = ops.shape(x)[0], len(x.shape)
             scales = tuple(self.drop_path_layer.sample_scale(batch, rank, x.dtype) for _ in "ab")
         if self.remat and training:
-            if scales[0] is None:
-                return keras.remat(lambda x: self._forward(x, None, None, training))(x)
-            return keras.remat(lambda x, a, m: self._forward(x, a, m, training))(x, *scales)
-        return self._forward(x, *scales, training)
+
+            def forward(x, *scales):
+                return self._forward(x, attention_mask, *(scales or (None, None)), training)
+
+            return keras.remat(forward)(x, *(s for s in scales if s is not None))
+        return self._forward(x, attention_mask, *scales, training)
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -395,6 +398,38 @@ class SwinBlock3D(keras.layers.Layer):
             "attention_dropout": self.attention_dropout,
             "drop_path": self.drop_path,
             "remat": self.remat,
+        }
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class ShiftedWindowMask3D(keras.layers.Layer):
+    """The shifted-window attention mask of a stage, computed once for all its shifted blocks.
+
+    Input: the stage's tokens `(batch, D, H, W, C)` (only their grid is used). Output: float32
+    `(num_windows, N, N)`, 0 within a shift region and -100 across regions.
+    """
+
+    def __init__(self, window_size=(8, 7, 7), shift_size=(4, 3, 3), **kwargs):
+        super().__init__(**kwargs)
+        self.window_size = _triple(window_size, "window_size")
+        self.shift_size = tuple(int(s) for s in shift_size)
+
+    def call(self, x):
+        return win.attention_mask(tuple(ops.shape(x)[1:4]), self.window_size, self.shift_size)
+
+    def compute_output_shape(self, input_shape):
+        grid = tuple(input_shape[1:4])
+        if not all(isinstance(e, int) for e in grid):
+            return (None, None, None)
+        window, _, padded, _ = win.window_geometry(grid, self.window_size, self.shift_size)
+        tokens = int(np.prod(window))
+        return (int(np.prod(padded)) // tokens, tokens, tokens)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "window_size": self.window_size,
+            "shift_size": self.shift_size,
         }
 
 

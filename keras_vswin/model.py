@@ -5,10 +5,12 @@ from __future__ import annotations
 import keras
 import numpy as np
 
+from keras_vswin import windows as win
 from keras_vswin.layers import (
     LAYER_NORM_EPSILON,
     PatchEmbedding3D,
     PatchMerging3D,
+    ShiftedWindowMask3D,
     SwinBlock3D,
     _triple,
 )
@@ -62,6 +64,16 @@ def _check_architecture(embed_dim, depths, num_heads, mlp_ratio, drop_path_rate)
     if not 0.0 <= drop_path_rate < 1.0:
         raise ValueError(f"`drop_path_rate` must be in [0, 1), got {drop_path_rate!r}.")
     return depths, num_heads
+
+
+def _stage_mask(x, window_size, shift, name):
+    """The stage's shared shift mask, or None when the stage's grid is known to need none."""
+    grid = tuple(x.shape[1:4])
+    if all(isinstance(e, int) for e in grid) and not any(
+        win.effective_window(grid, window_size, shift)[1]
+    ):
+        return None
+    return ShiftedWindowMask3D(window_size, shift, name=name)(x)
 
 
 def VideoSwin(
@@ -140,6 +152,7 @@ def VideoSwin(
     block = 0
     for stage, (depth, heads) in enumerate(zip(depths, num_heads)):
         dim = embed_dim * 2**stage
+        mask = _stage_mask(x, window_size, shift, name=f"stage{stage}_mask") if depth > 1 else None
         for j in range(depth):
             x = SwinBlock3D(
                 dim,
@@ -153,7 +166,7 @@ def VideoSwin(
                 drop_path=float(rates[block]),
                 remat=remat,
                 name=f"stage{stage}_block{j}",
-            )(x)
+            )(x, attention_mask=mask if j % 2 else None)
             block += 1
         if stage < len(depths) - 1:
             x = PatchMerging3D(dim, name=f"stage{stage}_merging")(x)

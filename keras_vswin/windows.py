@@ -158,3 +158,32 @@ def dynamic_region_ids(padded, window, shift):
     d, h, w = axes
     ids = d[:, None, None] * 9 + h[None, :, None] * 3 + w[None, None, :]
     return window_partition(ids[None, ..., None], window)[..., 0]
+
+
+# ----------------------------------------------------------------------------------------------
+# Both forms together: what a block needs for a token grid of ints or scalar tensors.
+
+
+def window_geometry(grid, window_size, shift_size):
+    """`(window, shift, padded, shifted)` for a token grid (ints, or scalar tensors).
+
+    `shifted` says whether the block rolls and masks: for a grid known when the graph is built it
+    is False when the effective shift is zero on every axis; for a run-time grid it follows the
+    configuration (a zero effective shift then gives a roll by 0 and an all-zero mask).
+    """
+    if all(isinstance(e, int) for e in grid):
+        window, shift = effective_window(grid, window_size, shift_size)
+        return window, shift, padded_extent(grid, window), any(shift)
+    window, shift = dynamic_effective_window(grid, window_size, shift_size)
+    padded = [e + (w - e % w) % w for e, w in zip(grid, window)]
+    return window, shift, padded, any(shift_size)
+
+
+def attention_mask(grid, window_size, shift_size):
+    """Shift mask `(num_windows, N, N)`, float32: 0 within a region, -100 across regions."""
+    window, shift, padded, _ = window_geometry(grid, window_size, shift_size)
+    if all(isinstance(e, int) for e in grid):
+        ids = region_ids(tuple(padded), tuple(window), tuple(shift))
+    else:
+        ids = dynamic_region_ids(padded, window, shift)
+    return ops.where(ops.not_equal(ids[:, :, None], ids[:, None, :]), MASK_VALUE, 0.0)
