@@ -1,0 +1,846 @@
+"""tf.data pipelines from TFRecord shards to `(clips, labels)` batches.
+
+```python
+from keras_vswin import data
+
+train = data.train_dataset("shards/train-*.tfrecord", batch_size=8, num_classes=400)
+clips, labels = next(iter(train))      # (8, 32, 224, 224, 3) float32, (8, 400) float32
+val = data.eval_dataset("shards/val-*", batch_size=8, num_classes=400)
+test = data.test_dataset("shards/val-*", batch_size=1, num_classes=400)  # (1, 12, 32, 224, 224, 3)
+```
+
+How a shard is read: the shard files are listed, sharded per input pipeline
+(`tf.distribute.InputContext`), shuffled (training) and read `cycle_length` at a time by an
+interleave. Within a file, records go through a seeded shuffle buffer (training), are parsed with
+`tf.io.parse_single_sequence_example`, the frame indices of the clip are computed
+(`keras_vswin.data.sampling`) and only those frames' JPEGs are gathered and decoded; in training
+`tf.image.decode_and_crop_jpeg` decodes just the RandomResizedCrop box, the same box for every
+frame. Clips stay uint8 until batching, then are normalised with the model's mean/std
+(`keras_vswin.preprocessing.MEAN_RGB`, `STD_RGB`).
+
+Randomness is stateless: every shard visit gets a seed from `seed` and every record a seed derived
+from it, so with `deterministic=True` and a `seed` the batches are reproducible, whatever the
+parallelism.
+
+Corrupt data (a damaged or truncated shard, a record that is not a SequenceExample, a JPEG that
+does not decode) never yields garbage. By default the pipeline raises
+`tf.errors.InvalidArgumentError` whose message names the shard and says what is wrong (the
+original decoding error is logged just before). With `skip_corrupt=True` (or a `CorruptRecords`
+instance) the bad records are dropped, logged and counted.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import threading
+
+import tensorflow as tf
+
+from keras_vswin.data import augment, sampling, schema
+from keras_vswin.preprocessing import MEAN_RGB, STD_RGB
+
+AUTOTUNE = tf.data.AUTOTUNE
+_LOG = logging.getLogger("keras_vswin.data")
+_RECORD_OVERHEAD = 16  # TFRecord framing: length (8) + length CRC (4) + data CRC (4)
+
+__all__ = [
+    "CorruptRecords",
+    "distribute_dataset",
+    "eval_dataset",
+    "list_shards",
+    "normalize",
+    "test_dataset",
+    "train_dataset",
+]
+
+
+# --------------------------------------------------------------------------------------------
+# Files
+
+
+def list_shards(file_pattern):
+    """Sorted shard files for a glob, a folder (its `*.tfrecord` files), a file, or a list of
+    these (partial `.tmp-` files, JSON files and hidden files are left out). Raises `ValueError`
+    when nothing matches."""
+    patterns = [file_pattern] if isinstance(file_pattern, str | bytes) else list(file_pattern)
+    files = []
+    for pattern in patterns:
+        pattern = pattern.decode() if isinstance(pattern, bytes) else str(pattern)
+        if tf.io.gfile.isdir(pattern):
+            pattern = pattern.rstrip("/") + "/*" + schema.SHARD_SUFFIX
+        files.extend(m for m in tf.io.gfile.glob(pattern) if _is_shard(m))
+    files = sorted(set(files))
+    if not files:
+        raise ValueError(f"file_pattern={file_pattern!r} matches no shard files")
+    return files
+
+
+def _is_shard(path):
+    """Skips what a writer leaves next to shards: partial `.tmp-*` files, the manifest, hidden
+    progress records and folders."""
+    name = path.rstrip("/").rsplit("/", 1)[-1]
+    if name.startswith(".") or ".tmp-" in name or name.endswith(".json"):
+        return False
+    return not tf.io.gfile.isdir(path)
+
+
+def _file_sizes(files):
+    with concurrent.futures.ThreadPoolExecutor(max_workers=min(32, len(files))) as pool:
+        return list(pool.map(lambda f: int(tf.io.gfile.stat(f).length), files))
+
+
+# --------------------------------------------------------------------------------------------
+# Corrupt records
+
+
+class CorruptRecords:
+    """Counts what `skip_corrupt` dropped. Pass an instance as `skip_corrupt=` to read it.
+
+    Attributes:
+        records: records that did not parse or decode.
+        damaged_files: shards whose end could not be read (truncated or corrupted framing),
+            with the number of records read before the damage.
+        by_file: `{shard: number of problems}`.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.records = 0
+        self.damaged_files = []
+        self.by_file = {}
+
+    @property
+    def total(self):
+        """Bad records plus damaged shard tails (each counted once)."""
+        return self.records + len(self.damaged_files)
+
+    def _report(self, filename, read, survivors, bytes_read, size):
+        filename = filename.numpy().decode("utf-8", "replace")
+        read, survivors = int(read.numpy()), int(survivors.numpy())
+        bytes_read, size = int(bytes_read.numpy()), int(size.numpy())
+        bad = read - survivors
+        truncated = bytes_read != size
+        with self._lock:
+            self.records += bad
+            self.by_file[filename] = self.by_file.get(filename, 0) + bad + int(truncated)
+            if truncated:
+                self.damaged_files.append((filename, read))
+        if bad:
+            _LOG.warning("skipped %d corrupt record(s) of %d in %s", bad, read, filename)
+        if truncated:
+            _LOG.warning(
+                "%s is damaged or truncated after record %d (byte %d of %d); skipped the rest",
+                filename,
+                read,
+                bytes_read,
+                size,
+            )
+        return True
+
+    def __repr__(self):
+        return f"CorruptRecords(records={self.records}, damaged_files={len(self.damaged_files)})"
+
+
+def _corrupt_message(filename, read, survivors, bytes_read, size):
+    as_text = tf.strings.as_string
+    truncated = tf.strings.join(
+        [
+            "the file is damaged or truncated after record ",
+            as_text(read),
+            " (read ",
+            as_text(bytes_read),
+            " of ",
+            as_text(size),
+            " bytes); ",
+        ]
+    )
+    bad = tf.strings.join(
+        [
+            as_text(read - survivors),
+            " of ",
+            as_text(read),
+            " record(s) could not be parsed or decoded (not a SequenceExample, or an "
+            "undecodable JPEG; the decoding error is logged above); ",
+        ]
+    )
+    return tf.strings.join(
+        [
+            "keras_vswin.data: corrupt TFRecord shard ",
+            filename,
+            ": ",
+            tf.where(bytes_read != size, truncated, ""),
+            tf.where(survivors != read, bad, ""),
+            "pass skip_corrupt=True to skip corrupt records",
+        ]
+    )
+
+
+def _read_shard(filename, size, file_seed, decode, placeholder, config):
+    """One shard -> decoded elements, with the bookkeeping that catches corrupt data.
+
+    A sentinel follows the records. A scan counts the records and bytes the reader delivered; the
+    decoded stream drops failures (`ignore_errors`), a second scan counts survivors, and at the
+    sentinel a shortfall (bytes < file size: damaged file; survivors < records: bad records)
+    raises with the file name or is reported to the `CorruptRecords`.
+    """
+    records = tf.data.TFRecordDataset(filename)
+    if config["shuffle_buffer"] > 1:
+        records = records.shuffle(config["shuffle_buffer"], seed=file_seed[0])
+    records = records.map(lambda record: (record, False))
+    sentinel = tf.data.Dataset.from_tensors((tf.constant(b""), True))
+    stream = records.concatenate(sentinel)
+
+    def count_read(state, item):
+        record, is_sentinel = item
+        read, bytes_read = state
+        step = tf.where(is_sentinel, tf.constant(0, tf.int64), 1)
+        length = tf.cast(tf.strings.length(record), tf.int64) + _RECORD_OVERHEAD
+        new_state = (read + step, bytes_read + step * length)
+        return new_state, (record, is_sentinel, read, new_state[0], new_state[1])
+
+    zero = tf.constant(0, tf.int64)
+    stream = stream.scan((zero, zero), count_read)
+
+    def decode_item(record, is_sentinel, position, read, bytes_read):
+        seed = tf.random.experimental.stateless_fold_in(file_seed, position)
+        name = tf.strings.join([filename, ":record@", tf.strings.as_string(position)])
+        element = tf.cond(is_sentinel, placeholder, lambda: decode(record, seed, name))
+        return element, is_sentinel, read, bytes_read
+
+    stream = stream.map(
+        decode_item, num_parallel_calls=config["parallel_decode"], deterministic=True
+    )
+    stream = stream.ignore_errors(log_warning=True)
+
+    def count_survivors(survivors, item):
+        element, is_sentinel, read, bytes_read = item
+        survivors = survivors + tf.where(is_sentinel, tf.constant(0, tf.int64), 1)
+        return survivors, (element, is_sentinel, read, bytes_read, survivors)
+
+    stream = stream.scan(zero, count_survivors)
+    size = tf.cast(size, tf.int64)
+    counter = config["counter"]
+
+    def check(element, is_sentinel, read, bytes_read, survivors):
+        problem = is_sentinel & ((bytes_read != size) | (survivors != read))
+        if counter is None:
+            message = _corrupt_message(filename, read, survivors, bytes_read, size)
+            guard = tf.debugging.Assert(tf.logical_not(problem), [message], summarize=1)
+        else:
+            guard = tf.cond(
+                problem,
+                lambda: tf.py_function(
+                    counter._report, [filename, read, survivors, bytes_read, size], tf.bool
+                ),
+                lambda: tf.constant(True),
+            )
+        with tf.control_dependencies([guard]):
+            return tf.identity(is_sentinel), element
+
+    stream = stream.map(check)
+    stream = stream.filter(lambda is_sentinel, element: tf.logical_not(is_sentinel))
+    return stream.map(lambda is_sentinel, element: element)
+
+
+def _files_dataset(files, input_context, training, seed):
+    sizes = _file_sizes(files)
+    dataset = tf.data.Dataset.from_tensor_slices((files, tf.constant(sizes, tf.int64)))
+    if input_context is not None and input_context.num_input_pipelines > 1:
+        if len(files) < input_context.num_input_pipelines:
+            raise ValueError(
+                f"{len(files)} shard file(s) for {input_context.num_input_pipelines} input "
+                "pipelines: write at least one shard per worker"
+            )
+        dataset = dataset.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+    if training:
+        dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+        dataset = dataset.repeat()
+        pipeline_id = input_context.input_pipeline_id if input_context is not None else 0
+        random_seed = None if seed is None else seed * 1_000_003 + pipeline_id
+        seeds = tf.data.Dataset.random(seed=random_seed, rerandomize_each_iteration=True)
+        seeds = seeds.batch(2, drop_remainder=True)
+    else:
+        seeds = tf.data.Dataset.from_tensors(tf.zeros([2], tf.int64)).repeat()
+    return tf.data.Dataset.zip((dataset, seeds)).map(lambda pair, seed: (*pair, seed))
+
+
+def _read_all(files, decode, placeholder, *, training, seed, input_context, config):
+    files_ds = _files_dataset(files, input_context, training, seed)
+    cycle_length = config["cycle_length"] or 8
+    cycle_length = max(1, min(cycle_length, len(files)))
+    return files_ds.interleave(
+        lambda filename, size, file_seed: _read_shard(
+            filename, size, file_seed, decode, placeholder, config
+        ),
+        cycle_length=cycle_length,
+        block_length=1,
+        num_parallel_calls=AUTOTUNE,
+        deterministic=config["deterministic"],
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Decoding
+
+
+def _decode_frames(jpegs, crop_window=None):
+    """Decodes a 1-D string tensor of JPEGs (repeated ones once) -> `(n, h, w, 3)` uint8."""
+    unique, inverse = tf.unique(jpegs)
+
+    def decode_one(jpeg):
+        if crop_window is None:
+            return tf.io.decode_jpeg(jpeg, channels=3)
+        return tf.image.decode_and_crop_jpeg(jpeg, crop_window, channels=3)
+
+    frames = tf.map_fn(
+        decode_one,
+        unique,
+        fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8),
+        parallel_iterations=8,
+    )
+    return tf.gather(frames, inverse)
+
+
+def _resize_uint8(frames, size):
+    resized = tf.image.resize(frames, size, method="bilinear")
+    return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
+
+
+def _short_side_size(height, width, short_side):
+    """Size after scaling the short side to `short_side` (same rounding as keras_vswin.video)."""
+    height = tf.cast(height, tf.float64)
+    width = tf.cast(width, tf.float64)
+    short = tf.minimum(height, width)
+    target = tf.constant(short_side, tf.float64)
+    scaled_h = tf.where(height <= width, target, tf.round(height * target / short))
+    scaled_w = tf.where(height <= width, tf.round(width * target / short), target)
+    return tf.cast(tf.stack([scaled_h, scaled_w]), tf.int32)
+
+
+def _sample(num_frames, config, training, seed, num_clips=1):
+    if config["sampling"] == "uniform":
+        indices = sampling.uniform_sample_tf(
+            num_frames, config["clip_len"], test_mode=not training, seed=seed
+        )
+        return indices[None, :]  # one clip (test_dataset refuses more)
+    return sampling.dense_sample_tf(
+        num_frames,
+        config["clip_len"],
+        config["frame_interval"],
+        num_clips=num_clips,
+        test_mode=not training,
+        seed=seed,
+    )
+
+
+def _parse(record, name):
+    context, frames = schema.parse_sequence_example(record, example_name=name)
+    num_frames = tf.shape(frames, out_type=tf.int64)[0]
+    check = tf.debugging.assert_positive(
+        num_frames, message="SequenceExample without frames (image/encoded is empty)"
+    )
+    with tf.control_dependencies([check]):
+        frames = tf.identity(frames)
+    return context, frames, num_frames
+
+
+def _outputs(context, clip):
+    return {
+        "clip": clip,
+        "label": context[schema.LABEL_INDEX],
+        "filename": context[schema.FILENAME],
+    }
+
+
+def _placeholder(clip_shape):
+    def make():
+        return {
+            "clip": tf.zeros(clip_shape, tf.uint8),
+            "label": tf.constant(-1, tf.int64),
+            "filename": tf.constant(""),
+        }
+
+    return make
+
+
+def _train_decoder(config):
+    clip_len, crop = config["clip_len"], config["crop_size"]
+    rand_augment = config["rand_augment"]
+
+    def decode(record, seed, name):
+        context, frames, num_frames = _parse(record, name)
+        seeds = tf.random.experimental.stateless_split(seed, 4)
+        indices = _sample(num_frames, config, True, seeds[0])[0]
+        jpegs = tf.gather(frames, indices)
+        shape = tf.image.extract_jpeg_shape(jpegs[0])
+        window = augment.random_resized_crop_window(
+            shape[0],
+            shape[1],
+            seeds[1],
+            area_range=config["area_range"],
+            aspect_ratio_range=config["aspect_ratio_range"],
+        )
+        clip = _resize_uint8(_decode_frames(jpegs, window), [crop, crop])
+        if config["flip"]:
+            clip = augment.flip_clip(clip, seeds[2])
+        if rand_augment is not None:
+            clip = rand_augment(clip, seeds[3])
+            clip = tf.cast(tf.round(clip), tf.uint8)
+        clip = tf.ensure_shape(clip, [clip_len, crop, crop, 3])
+        return _outputs(context, clip)
+
+    return decode, _placeholder([clip_len, crop, crop, 3])
+
+
+def _eval_decoder(config):
+    clip_len, crop, short_side = config["clip_len"], config["crop_size"], config["short_side"]
+
+    def decode(record, seed, name):
+        del seed
+        context, frames, num_frames = _parse(record, name)
+        indices = _sample(num_frames, config, False, None)[0]
+        jpegs = tf.gather(frames, indices)
+        shape = tf.image.extract_jpeg_shape(jpegs[0])
+        height, width = shape[0], shape[1]
+        already_scaled = tf.equal(tf.minimum(height, width), short_side)
+
+        def crop_while_decoding():  # frames already have the short side: decode the crop only
+            y, x = augment.centre_crop_offsets(height, width, crop)
+            return _decode_frames(jpegs, tf.stack([y, x, crop, crop]))
+
+        def resize_then_crop():
+            size = _short_side_size(height, width, short_side)
+            frames_ = _resize_uint8(_decode_frames(jpegs), size)
+            y, x = augment.centre_crop_offsets(size[0], size[1], crop)
+            return frames_[:, y : y + crop, x : x + crop]
+
+        clip = tf.cond(already_scaled, crop_while_decoding, resize_then_crop)
+        clip = tf.ensure_shape(clip, [clip_len, crop, crop, 3])
+        return _outputs(context, clip)
+
+    return decode, _placeholder([clip_len, crop, crop, 3])
+
+
+def _test_decoder(config):
+    clip_len, crop, short_side = config["clip_len"], config["crop_size"], config["short_side"]
+    num_clips, num_crops = config["num_clips"], config["num_crops"]
+    views = num_clips * num_crops
+
+    def decode(record, seed, name):
+        del seed
+        context, frames, num_frames = _parse(record, name)
+        indices = tf.reshape(_sample(num_frames, config, False, None, num_clips), [-1])
+        jpegs = tf.gather(frames, indices)
+        shape = tf.image.extract_jpeg_shape(jpegs[0])
+        size = _short_side_size(shape[0], shape[1], short_side)
+        decoded = _decode_frames(jpegs)
+        decoded = tf.cond(
+            tf.reduce_all(tf.equal(size, shape[:2])),
+            lambda: decoded,
+            lambda: _resize_uint8(decoded, size),
+        )
+        if num_crops == 3:
+            offsets = augment.three_crop_offsets(size[0], size[1], crop)
+        else:
+            y, x = augment.centre_crop_offsets(size[0], size[1], crop)
+            offsets = tf.stack([[y, x]])
+        crops = [
+            decoded[:, offsets[k, 0] : offsets[k, 0] + crop, offsets[k, 1] : offsets[k, 1] + crop]
+            for k in range(num_crops)
+        ]
+        clips = tf.reshape(tf.stack(crops, axis=1), [num_clips, clip_len, num_crops, crop, crop, 3])
+        clips = tf.transpose(clips, [0, 2, 1, 3, 4, 5])  # view = clip * num_crops + crop
+        clips = tf.reshape(clips, [views, clip_len, crop, crop, 3])
+        return _outputs(context, clips)
+
+    return decode, _placeholder([views, clip_len, crop, crop, 3])
+
+
+# --------------------------------------------------------------------------------------------
+# Batches
+
+
+def normalize(clips):
+    """uint8/float RGB 0-255 -> float32 `(x - MEAN_RGB) / STD_RGB` (the model's input)."""
+    mean = tf.constant(MEAN_RGB, tf.float32)
+    std = tf.constant(STD_RGB, tf.float32)
+    return (tf.cast(clips, tf.float32) - mean) / std
+
+
+def _labels(label_index, config):
+    if config["label_mode"] == "int":
+        return tf.cast(label_index, tf.int32)
+    return augment.one_hot_labels(label_index, config["num_classes"], config["label_smoothing"])
+
+
+def _check_common(
+    batch_size, clip_len, frame_interval, crop_size, sampling_name, label_mode, num_classes
+):
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if clip_len < 1 or frame_interval < 1 or crop_size < 1:
+        raise ValueError(
+            "clip_len, frame_interval and crop_size must be >= 1, got "
+            f"{clip_len}, {frame_interval}, {crop_size}"
+        )
+    if sampling_name not in ("dense", "uniform"):
+        raise ValueError(f"sampling must be 'dense' or 'uniform', got {sampling_name!r}")
+    if label_mode not in ("one_hot", "int"):
+        raise ValueError(f"label_mode must be 'one_hot' or 'int', got {label_mode!r}")
+    if label_mode == "one_hot" and not num_classes:
+        raise ValueError("num_classes is required for label_mode='one_hot'")
+
+
+def _counter(skip_corrupt):
+    if isinstance(skip_corrupt, CorruptRecords):
+        return skip_corrupt
+    return CorruptRecords() if skip_corrupt else None
+
+
+def _per_replica_batch(batch_size, input_context):
+    if input_context is None:
+        return batch_size
+    return input_context.get_per_replica_batch_size(batch_size)
+
+
+def _options(deterministic, input_context):
+    options = tf.data.Options()
+    options.deterministic = bool(deterministic)
+    if input_context is not None:
+        policy = tf.data.experimental.AutoShardPolicy.OFF  # already sharded by files
+        options.experimental_distribute.auto_shard_policy = policy
+    return options
+
+
+def _finish(dataset, counter, deterministic, input_context):
+    dataset = dataset.prefetch(AUTOTUNE).with_options(_options(deterministic, input_context))
+    if counter is not None:
+        try:
+            dataset.corrupt_records = counter
+        except AttributeError:  # pragma: no cover - depends on the tf.data class
+            pass
+    return dataset
+
+
+def train_dataset(
+    file_pattern,
+    batch_size,
+    *,
+    num_classes=None,
+    clip_len=32,
+    frame_interval=2,
+    sampling="dense",
+    crop_size=224,
+    area_range=(0.08, 1.0),
+    aspect_ratio_range=(3 / 4, 4 / 3),
+    flip=True,
+    rand_augment=None,
+    random_erasing=0.0,
+    mixup=0.0,
+    cutmix=0.0,
+    mix_switch_prob=0.5,
+    label_smoothing=0.0,
+    label_mode="one_hot",
+    shuffle_buffer=64,
+    cycle_length=None,
+    seed=None,
+    deterministic=False,
+    skip_corrupt=False,
+    input_context=None,
+):
+    """Training batches, repeated forever (set `steps_per_epoch` in `fit`).
+
+    Per video: a random clip (`sampling="dense"`: `clip_len` frames every `frame_interval`
+    frames from a random offset, looping short videos; `"uniform"`: one random frame in each of
+    `clip_len` equal segments, the SSv2 recipe), a RandomResizedCrop box (`area_range`,
+    `aspect_ratio_range`) decoded straight from the JPEGs and resized to `crop_size`, a left-right
+    flip with probability 0.5 (`flip=False` for SSv2), then optional RandAugment; per batch:
+    normalisation, optional random erasing and MixUp/CutMix. Every random choice is made once per
+    clip and applied to all its frames.
+
+    Args:
+        file_pattern: shard glob, folder, file or list (see `list_shards`).
+        batch_size: global batch size (divided by the replicas when `input_context` is given).
+        num_classes: classes of the one-hot labels (required for `label_mode="one_hot"`).
+        clip_len, frame_interval, sampling: frame sampling (Kinetics: 32, 2, "dense").
+        crop_size: output height and width.
+        area_range, aspect_ratio_range: RandomResizedCrop parameters.
+        flip: random horizontal flip.
+        rand_augment: None, `(num_ops, magnitude)` on timm's 0-10 scale (SSv2: `(4, 7)`), or an
+            `augment.ClipRandAugment`.
+        random_erasing: probability of erasing a box per clip (SSv2: 0.25).
+        mixup, cutmix: Beta alphas (0 disables; timm's usual values are 0.8 and 1.0).
+        mix_switch_prob: chance of CutMix rather than MixUp per batch when both are on.
+        label_smoothing: epsilon of label smoothing (SSv2: 0.1).
+        label_mode: `"one_hot"` (float32 `(batch, num_classes)`) or `"int"` (int32 `(batch,)`;
+            not with MixUp/CutMix/smoothing).
+        shuffle_buffer: records held for shuffling, spread over the files read at once.
+        cycle_length: shards read at once (default 8, at most the number of shards).
+        seed: int for reproducible randomness (None: different every run).
+        deterministic: keep the element order fixed (slower); with `seed`, batches repeat
+            exactly.
+        skip_corrupt: False raises on corrupt data; True or a `CorruptRecords` drops, logs and
+            counts it (also exposed as `dataset.corrupt_records`).
+        input_context: a `tf.distribute.InputContext`: read only this pipeline's share of the
+            files and return per-replica batches (see `distribute_dataset`).
+
+    Returns:
+        A `tf.data.Dataset` of `(clips, labels)`: clips `(batch, clip_len, crop_size, crop_size,
+        3)` float32 normalised.
+    """
+    _check_common(
+        batch_size, clip_len, frame_interval, crop_size, sampling, label_mode, num_classes
+    )
+    if label_mode == "int" and (mixup or cutmix or label_smoothing):
+        raise ValueError("MixUp/CutMix and label smoothing need label_mode='one_hot'")
+    if rand_augment is not None and not isinstance(rand_augment, augment.ClipRandAugment):
+        num_ops, magnitude = rand_augment
+        rand_augment = augment.ClipRandAugment(num_ops=num_ops, magnitude=magnitude)
+    files = list_shards(file_pattern)
+    counter = _counter(skip_corrupt)
+    cycle = max(1, min(cycle_length or 8, len(files)))
+    config = {
+        "clip_len": clip_len,
+        "frame_interval": frame_interval,
+        "sampling": sampling,
+        "crop_size": crop_size,
+        "area_range": tuple(area_range),
+        "aspect_ratio_range": tuple(aspect_ratio_range),
+        "flip": flip,
+        "rand_augment": rand_augment,
+        "shuffle_buffer": max(1, shuffle_buffer // cycle),
+        "cycle_length": cycle,
+        "deterministic": deterministic,
+        "counter": counter,
+        "parallel_decode": AUTOTUNE,
+        "label_mode": label_mode,
+        "num_classes": num_classes,
+        "label_smoothing": label_smoothing,
+    }
+    decode, placeholder = _train_decoder(config)
+    dataset = _read_all(
+        files,
+        decode,
+        placeholder,
+        training=True,
+        seed=seed,
+        input_context=input_context,
+        config=config,
+    )
+    dataset = dataset.map(
+        lambda element: (element["clip"], _labels(element["label"], config)),
+        num_parallel_calls=AUTOTUNE,
+        deterministic=deterministic,
+    )
+    dataset = dataset.batch(
+        _per_replica_batch(batch_size, input_context),
+        drop_remainder=True,
+        num_parallel_calls=AUTOTUNE,
+        deterministic=deterministic,
+    )
+    batch_seed = None if seed is None else seed * 1_000_003 + 17
+    batch_seeds = tf.data.Dataset.random(seed=batch_seed, rerandomize_each_iteration=True)
+    dataset = tf.data.Dataset.zip((dataset, batch_seeds.batch(2, drop_remainder=True)))
+
+    def batch_augment(batch, seed_pair):
+        clips, labels = batch
+        seeds = tf.random.experimental.stateless_split(seed_pair, 2)
+        clips = normalize(clips)
+        clips = augment.random_erasing(clips, seeds[0], probability=random_erasing)
+        clips, labels = augment.mixup_cutmix(
+            clips,
+            labels,
+            seeds[1],
+            mixup_alpha=mixup,
+            cutmix_alpha=cutmix,
+            switch_prob=mix_switch_prob,
+        )
+        return clips, labels
+
+    dataset = dataset.map(batch_augment, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+    return _finish(dataset, counter, deterministic, input_context)
+
+
+def _evaluation_dataset(
+    file_pattern, batch_size, config, decoder, *, with_filenames, input_context
+):
+    files = list_shards(file_pattern)
+    counter = config["counter"]
+    decode, placeholder = decoder(config)
+    dataset = _read_all(
+        files,
+        decode,
+        placeholder,
+        training=False,
+        seed=None,
+        input_context=input_context,
+        config=config,
+    )
+
+    def outputs(element):
+        labels = _labels(element["label"], config)
+        if with_filenames:
+            return element["clip"], labels, element["filename"]
+        return element["clip"], labels
+
+    dataset = dataset.map(outputs, num_parallel_calls=AUTOTUNE, deterministic=True)
+    dataset = dataset.batch(
+        _per_replica_batch(batch_size, input_context),
+        drop_remainder=False,
+        num_parallel_calls=AUTOTUNE,
+        deterministic=True,
+    )
+    dataset = dataset.map(
+        lambda clips, *rest: (normalize(clips), *rest), num_parallel_calls=AUTOTUNE
+    )
+    return _finish(dataset, counter, config["deterministic"], input_context)
+
+
+def eval_dataset(
+    file_pattern,
+    batch_size,
+    *,
+    num_classes=None,
+    clip_len=32,
+    frame_interval=2,
+    sampling="dense",
+    short_side=256,
+    crop_size=224,
+    label_mode="one_hot",
+    cycle_length=None,
+    deterministic=True,
+    skip_corrupt=False,
+    with_filenames=False,
+    input_context=None,
+):
+    """Validation batches: one pass, one deterministic centre clip and centre crop per video.
+
+    The clip is the test-mode clip with `num_clips=1` (centred in time, or segment middles for
+    `sampling="uniform"`); frames are scaled to `short_side` (skipped when the shards already
+    have it) and centre-cropped to `crop_size`.
+
+    Returns:
+        `(clips, labels)` or, with `with_filenames`, `(clips, labels, filenames)`; clips
+        `(batch, clip_len, crop_size, crop_size, 3)` float32 normalised, the last batch possibly
+        smaller. Other arguments as in `train_dataset`.
+    """
+    _check_common(
+        batch_size, clip_len, frame_interval, crop_size, sampling, label_mode, num_classes
+    )
+    if short_side < crop_size:
+        raise ValueError(f"short_side ({short_side}) must be >= crop_size ({crop_size})")
+    files_cycle = cycle_length or 8
+    config = {
+        "clip_len": clip_len,
+        "frame_interval": frame_interval,
+        "sampling": sampling,
+        "crop_size": crop_size,
+        "short_side": short_side,
+        "shuffle_buffer": 1,
+        "cycle_length": files_cycle,
+        "deterministic": deterministic,
+        "counter": _counter(skip_corrupt),
+        "parallel_decode": AUTOTUNE,
+        "label_mode": label_mode,
+        "num_classes": num_classes,
+        "label_smoothing": 0.0,
+    }
+    return _evaluation_dataset(
+        file_pattern,
+        batch_size,
+        config,
+        _eval_decoder,
+        with_filenames=with_filenames,
+        input_context=input_context,
+    )
+
+
+def test_dataset(
+    file_pattern,
+    batch_size,
+    *,
+    num_classes=None,
+    clip_len=32,
+    frame_interval=2,
+    sampling="dense",
+    num_clips=4,
+    num_crops=3,
+    short_side=224,
+    crop_size=224,
+    label_mode="one_hot",
+    cycle_length=None,
+    deterministic=True,
+    skip_corrupt=False,
+    with_filenames=False,
+    input_context=None,
+):
+    """Multi-view test batches: every view of each video, for averaging softmax over views.
+
+    Views are `num_clips` evenly spaced clips (test-mode dense sampling; Kinetics 4) times
+    `num_crops` crops (3: start, centre and end of the long side after scaling the short side to
+    `short_side`, the official ThreeCrop; 1: centre crop). SSv2: `sampling="uniform",
+    num_clips=1`.
+
+    Returns:
+        `(clips, labels)` (or with filenames), clips of shape
+        `(batch, num_clips * num_crops, clip_len, crop_size, crop_size, 3)` float32 normalised,
+        where view `v = clip * num_crops + crop`. A 4x3 batch of one 32x224x224 video is 231 MB.
+        Other arguments as in `eval_dataset`.
+    """
+    _check_common(
+        batch_size, clip_len, frame_interval, crop_size, sampling, label_mode, num_classes
+    )
+    if num_crops not in (1, 3):
+        raise ValueError(f"num_crops must be 1 or 3, got {num_crops}")
+    if num_clips < 1:
+        raise ValueError(f"num_clips must be >= 1, got {num_clips}")
+    if sampling == "uniform" and num_clips != 1:
+        raise ValueError("sampling='uniform' takes one clip per video: use num_clips=1")
+    if short_side < crop_size:
+        raise ValueError(f"short_side ({short_side}) must be >= crop_size ({crop_size})")
+    config = {
+        "clip_len": clip_len,
+        "frame_interval": frame_interval,
+        "sampling": sampling,
+        "crop_size": crop_size,
+        "short_side": short_side,
+        "num_clips": num_clips,
+        "num_crops": num_crops,
+        "shuffle_buffer": 1,
+        "cycle_length": cycle_length or 8,
+        "deterministic": deterministic,
+        "counter": _counter(skip_corrupt),
+        "parallel_decode": AUTOTUNE,
+        "label_mode": label_mode,
+        "num_classes": num_classes,
+        "label_smoothing": 0.0,
+    }
+    return _evaluation_dataset(
+        file_pattern,
+        batch_size,
+        config,
+        _test_decoder,
+        with_filenames=with_filenames,
+        input_context=input_context,
+    )
+
+
+def distribute_dataset(strategy, dataset_fn, file_pattern, global_batch_size, **kwargs):
+    """`strategy.distribute_datasets_from_function` over one of the builders above.
+
+    Each input pipeline (one per worker) reads its own subset of the shard files and produces
+    per-replica batches of `global_batch_size / strategy.num_replicas_in_sync`.
+
+    Example:
+        `dist = distribute_dataset(strategy, train_dataset, "shards/train-*", 64, num_classes=400)`
+    """
+
+    def make(input_context):
+        return dataset_fn(file_pattern, global_batch_size, input_context=input_context, **kwargs)
+
+    return strategy.distribute_datasets_from_function(make)
+
+
+# `test_dataset` is a data builder, not a test: keep pytest from collecting it when imported.
+test_dataset.__test__ = False

@@ -1,0 +1,445 @@
+"""keras_vswin.data: frame sampling, clip augmentations and the tf.data pipelines."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from _video_fixtures import frame_index, write_moving_video
+
+from keras_vswin import data, video
+from keras_vswin.data import augment, sampling
+from keras_vswin.preprocessing import MEAN_RGB, STD_RGB
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:  # the CLI packages live at the repository root
+    sys.path.insert(0, REPO)
+
+from tfrecords import write as write_cli  # noqa: E402
+
+FRAME_COUNTS = {"v0": 40, "v1": 12, "v2": 30, "v3": 48, "v4": 25, "v5": 21}
+
+
+def to_pixels(clips):
+    """Normalised float clips -> 0-255 values (undoing MEAN_RGB / STD_RGB)."""
+    return np.asarray(clips) * np.asarray(STD_RGB, np.float32) + np.asarray(MEAN_RGB, np.float32)
+
+
+def _write(entries, output, name, num_shards):
+    write_cli.write_shards(
+        entries,
+        str(output),
+        name,
+        num_shards,
+        settings=write_cli.WriterSettings(short_side=None),
+        workers=1,
+        show_progress=False,
+        log=lambda *args: None,
+    )
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    """Six 64x80 videos with readable frame indices (one shorter than a 16-frame span) in three
+    shards, stored at their native size."""
+    root = tmp_path_factory.mktemp("pipeline")
+    entries = []
+    for i, (name, n) in enumerate(FRAME_COUNTS.items()):
+        path = write_moving_video(str(root / "videos" / f"{name}.mp4"), n, 64, 80, fps=25)
+        entries.append(write_cli.VideoEntry(path, name, i % 2, f"class{i % 2}"))
+    _write(entries, root / "shards", "clips", 3)
+    return root / "shards"
+
+
+@pytest.fixture(scope="module")
+def static_shards(tmp_path_factory):
+    """Videos whose frames are all identical (random texture): after clip-consistent
+    augmentation, every frame of a clip must still be identical."""
+    root = tmp_path_factory.mktemp("static")
+    entries = []
+    for i in range(3):
+        texture = np.random.default_rng(i).integers(0, 256, (64, 80, 3), dtype=np.uint8)
+        path = str(root / f"static{i}.mp4")
+        video.write_video(path, np.repeat(texture[None], 20, 0), fps=25, options={"crf": "0"})
+        entries.append(write_cli.VideoEntry(path, f"static{i}", i, f"class{i}"))
+    _write(entries, root / "shards", "static", 2)
+    return root / "shards"
+
+
+# --------------------------------------------------------------------------------------------
+# Sampling
+
+
+def test_dense_sampling_hand_computed_cases():
+    # test mode, 4 clips of 8x2 in 100 frames: average interval (100 - 16 + 1) / 4 = 21.25,
+    # offsets floor(21.25 * i + 10.625) = 10, 31, 53, 74
+    expected = np.array([10, 31, 53, 74])[:, None] + np.arange(0, 16, 2)[None, :]
+    np.testing.assert_array_equal(sampling.dense_sample_np(100, 8, 2, 4, test_mode=True), expected)
+    # evaluation = the centre clip: (40 - 16 + 1) / 1 = 25 -> offset 12
+    np.testing.assert_array_equal(
+        sampling.dense_sample_np(40, 8, 2, test_mode=True), [np.arange(12, 28, 2)]
+    )
+    # a video shorter than the span loops: 10 frames, 8x2 -> offset 0, indices mod 10
+    looped = [[0, 2, 4, 6, 8, 0, 2, 4]]
+    np.testing.assert_array_equal(sampling.dense_sample_np(10, 8, 2, test_mode=True), looped)
+    np.testing.assert_array_equal(
+        sampling.dense_sample_np(10, 8, 2, rng=np.random.default_rng()), looped
+    )
+    # training with several clips, every branch of SampleFrames:
+    rng = np.random.default_rng(0)
+    assert sampling.dense_offsets_np(16, 8, 2, 3, rng=rng).tolist() == [0, 0, 1]  # spread
+    assert sampling.dense_offsets_np(10, 8, 2, 3, rng=rng).tolist() == [0, 0, 0]  # too short
+    for _ in range(20):
+        offsets = sampling.dense_offsets_np(17, 8, 2, 3, rng=rng)  # anywhere, sorted
+        assert sorted(offsets) == list(offsets) and set(offsets) <= {0, 1}
+        offsets = sampling.dense_offsets_np(64, 8, 2, 3, rng=rng)  # one per part of 16
+        assert [o // 16 for o in offsets] == [0, 1, 2]
+
+
+def test_dense_sampling_tf_matches_numpy():
+    for n in (1, 5, 15, 16, 17, 40, 100, 301):
+        for clip_len, interval, clips in ((8, 2, 1), (8, 2, 4), (32, 2, 4), (4, 1, 3)):
+            expected = sampling.dense_sample_np(n, clip_len, interval, clips, test_mode=True)
+            actual = sampling.dense_sample_tf(n, clip_len, interval, clips, test_mode=True)
+            np.testing.assert_array_equal(actual.numpy(), expected, err_msg=f"n={n}")
+    # training: the same support per clip (every allowed offset, nothing else), same structure
+    for n, clips in ((20, 1), (64, 3), (17, 3), (16, 3), (10, 1)):
+        rng = np.random.default_rng(0)
+        draw = tf.function(
+            lambda seed, n=n, clips=clips: sampling.dense_sample_tf(n, 4, 2, clips, seed=seed)
+        )
+        numpy_offsets = np.stack(
+            [sampling.dense_offsets_np(n, 4, 2, clips, rng=rng) for _ in range(200)]
+        )
+        tf_offsets = []
+        for seed in range(200):
+            indices = draw(tf.constant([seed, 7], tf.int64)).numpy()
+            offsets = indices[:, 0]
+            np.testing.assert_array_equal(indices, (offsets[:, None] + [0, 2, 4, 6]) % n)
+            tf_offsets.append(offsets)
+        tf_offsets = np.stack(tf_offsets)
+        for k in range(clips):
+            assert set(numpy_offsets[:, k]) == set(tf_offsets[:, k]), (n, clips, k)
+        assert (np.diff(tf_offsets, axis=1) >= 0).all()
+    assert set(tf_offsets[:, 0]) == {0, 1, 2}  # n=10, span 8: offsets in [0, 3)
+    span_20 = {
+        int(sampling.dense_offsets_tf(20, 4, 2, seed=tf.constant([s, 0]))[0]) for s in range(200)
+    }
+    assert span_20 == set(range(13))  # uniform in [0, 20 - 8 + 1)
+
+
+def test_uniform_sampling_hand_computed_and_tf_matches_numpy():
+    # 10 frames, 4 segments: bounds round(2.25 * k) = 0, 2, 4 (4.5 rounds to even), 7, 9
+    np.testing.assert_array_equal(sampling.uniform_sample_np(10, 4, test_mode=True), [1, 3, 5, 8])
+    np.testing.assert_array_equal(sampling.uniform_sample_tf(10, 4, test_mode=True), [1, 3, 5, 8])
+    for n in (1, 3, 8, 31, 32, 33, 100, 257):
+        expected = sampling.uniform_sample_np(n, 8, test_mode=True)
+        np.testing.assert_array_equal(sampling.uniform_sample_tf(n, 8, test_mode=True), expected)
+    rng = np.random.default_rng(0)
+    draws_np = np.stack([sampling.uniform_sample_np(10, 4, rng=rng) for _ in range(400)])
+    draws_tf = np.stack(
+        [sampling.uniform_sample_tf(10, 4, seed=tf.constant([s, 1])).numpy() for s in range(400)]
+    )
+    for draws in (draws_np, draws_tf):
+        for k, (low, high) in enumerate([(0, 2), (2, 4), (4, 7), (7, 9)]):
+            assert set(draws[:, k]) == set(range(low, high + 1))
+
+
+def test_random_resized_crop_window_properties():
+    areas = []
+    for s in range(200):
+        y, x, h, w = augment.random_resized_crop_window(256, 340, tf.constant([s, 3])).numpy()
+        assert 0 <= y <= 256 - h and 0 <= x <= 340 - w and h >= 1 and w >= 1
+        area = h * w / (256 * 340)
+        assert 0.07 <= area <= 1.0
+        if area < 0.999 and min(h, w) > 20:
+            assert 3 / 4 - 0.06 <= w / h <= 4 / 3 + 0.06
+        areas.append(area)
+    assert min(areas) < 0.2 and max(areas) > 0.7
+    # a box never fits a 1:10 strip at small areas with this aspect ratio: the centre square
+    y, x, h, w = augment.random_resized_crop_window(
+        10, 100, tf.constant([0, 0]), area_range=(0.9, 1.0)
+    ).numpy()
+    assert (y, x, h, w) == (0, 45, 10, 10)
+
+
+# --------------------------------------------------------------------------------------------
+# Pipelines
+
+
+def test_eval_dataset_gives_the_centre_clip_normalised(shards):
+    dataset = data.eval_dataset(
+        str(shards), 4, num_classes=2, clip_len=8, short_side=64, crop_size=56, with_filenames=True
+    )
+    seen = {}
+    for clips, labels, names in dataset:
+        assert clips.dtype == tf.float32 and clips.shape[1:] == (8, 56, 56, 3)
+        pixels = to_pixels(clips)
+        assert pixels.min() > -0.5 and pixels.max() < 255.5
+        for clip, label, name in zip(pixels, labels.numpy(), names.numpy(), strict=True):
+            name = name.decode()
+            expected = sampling.dense_sample_np(FRAME_COUNTS[name], 8, 2, test_mode=True)[0]
+            np.testing.assert_array_equal(frame_index(clip), expected, err_msg=name)
+            index = int(name[1:]) % 2
+            np.testing.assert_array_equal(label, np.eye(2)[index])
+            seen[name] = True
+    assert sorted(seen) == sorted(FRAME_COUNTS)
+
+
+def test_test_dataset_returns_all_views_in_documented_order(shards):
+    dataset = data.test_dataset(
+        str(shards),
+        2,
+        num_classes=2,
+        clip_len=8,
+        num_clips=2,
+        num_crops=3,
+        short_side=64,
+        crop_size=56,
+        with_filenames=True,
+        label_mode="int",
+    )
+    plain = {}  # the stored frames, decoded with plain TensorFlow
+    for record in tf.data.TFRecordDataset(data.list_shards(str(shards))):
+        context, frames = data.schema.parse_sequence_example(record)
+        name = context["video/filename"].numpy().decode()
+        plain[name] = np.stack([tf.io.decode_jpeg(j).numpy() for j in frames])
+    count = 0
+    for clips, labels, names in dataset:
+        assert clips.shape[1:] == (6, 8, 56, 56, 3) and labels.dtype == tf.int32
+        for views, name in zip(to_pixels(clips), names.numpy(), strict=True):
+            name = name.decode()
+            starts = sampling.dense_sample_np(FRAME_COUNTS[name], 8, 2, 2, test_mode=True)
+            for view in range(6):
+                clip_index, crop_index = divmod(view, 3)
+                x = (0, 12, 24)[crop_index]  # start, centre, end of the 80-pixel side
+                expected = plain[name][starts[clip_index]][:, 4:60, x : x + 56]
+                np.testing.assert_allclose(views[view], expected, atol=0.01, err_msg=name)
+            count += 1
+    assert count == len(FRAME_COUNTS)
+
+
+def test_train_clips_follow_sample_frames(shards):
+    dataset = data.train_dataset(
+        str(shards), 4, clip_len=8, frame_interval=2, crop_size=48, seed=3, label_mode="int"
+    )
+    counts_by_label = {0: [40, 30, 25], 1: [12, 48, 21]}
+    for clips, labels in dataset.take(6):
+        assert clips.shape == (4, 8, 48, 48, 3)
+        for clip, label in zip(to_pixels(clips), labels.numpy(), strict=True):
+            indices = frame_index(clip)
+            matches = []
+            for n in counts_by_label[int(label)]:
+                offset = indices[0]
+                expected = (offset + np.arange(0, 16, 2)) % n
+                if np.array_equal(indices, expected) and offset < max(n - 16 + 1, 1):
+                    matches.append(n)
+            assert matches, f"{indices} is no SampleFrames clip of a class-{label} video"
+
+
+def test_train_augmentation_is_identical_on_every_frame(static_shards):
+    first = None
+    for options in ({}, {"rand_augment": (2, 9), "random_erasing": 1.0}):
+        dataset = data.train_dataset(
+            str(static_shards), 3, num_classes=3, clip_len=6, crop_size=40, seed=5, **options
+        )
+        for clips, _ in dataset.take(2):
+            clips = clips.numpy()
+            spread = np.abs(clips - clips[:, :1]).max(axis=(1, 2, 3, 4))
+            np.testing.assert_array_equal(spread, 0)  # crop, flip, RandAugment, erasing
+            if first is None:
+                first = clips[0, 0]
+            else:  # and the random parameters do change between clips
+                assert np.abs(clips[:, 0] - first).max() > 0.5
+
+
+def test_flip_and_rand_augment_draw_once_per_clip():
+    clip = tf.constant(np.random.default_rng(0).integers(0, 256, (4, 24, 32, 3)), tf.uint8)
+    flips = 0
+    for s in range(12):
+        out = augment.flip_clip(clip, tf.constant([s, 0])).numpy()
+        flipped = np.array_equal(out, clip.numpy()[:, :, ::-1])
+        assert flipped or np.array_equal(out, clip.numpy())
+        flips += flipped
+    assert 0 < flips < 12
+    static = tf.repeat(clip[:1], 5, axis=0)
+    rand_augment = augment.ClipRandAugment(num_ops=2, magnitude=9)
+    outputs = [rand_augment(static, tf.constant([s, 1])).numpy() for s in range(8)]
+    for out in outputs:
+        assert out.shape == (5, 24, 32, 3) and 0 <= out.min() and out.max() <= 255
+        np.testing.assert_array_equal(out, np.repeat(out[:1], 5, axis=0))
+    assert any(np.abs(out - static.numpy()).max() > 1 for out in outputs)
+    np.testing.assert_array_equal(rand_augment(static, tf.constant([3, 1])), outputs[3])
+
+
+def test_random_erasing_and_mixup_cutmix_use_one_box_per_clip():
+    clips = tf.zeros([3, 4, 20, 24, 3])
+    erased = augment.random_erasing(clips, tf.constant([1, 2]), probability=1.0).numpy()
+    for clip in erased:
+        mask = clip != 0
+        assert mask.any() and mask.mean() < 0.4
+        np.testing.assert_array_equal(clip, np.repeat(clip[:1], 4, axis=0))
+
+    clips = tf.concat([tf.ones([1, 4, 20, 24, 3]), tf.zeros([1, 4, 20, 24, 3])], axis=0)
+    labels = tf.constant([[1.0, 0.0], [0.0, 1.0]])
+    for s in range(5):
+        mixed, mixed_labels = augment.mixup_cutmix(
+            clips, labels, tf.constant([s, 9]), cutmix_alpha=1.0
+        )
+        mixed, mixed_labels = mixed.numpy(), mixed_labels.numpy()
+        np.testing.assert_allclose(mixed_labels.sum(axis=1), 1.0, rtol=1e-6)
+        np.testing.assert_array_equal(mixed[0], np.repeat(mixed[0][:1], 4, axis=0))
+        kept = mixed[0].mean()  # the fraction of clip 0 that is still clip 0
+        np.testing.assert_allclose(mixed_labels[0, 0], kept, atol=1e-6)
+        mixed, mixed_labels = augment.mixup_cutmix(
+            clips, labels, tf.constant([s, 9]), mixup_alpha=0.8
+        )
+        lam = mixed_labels.numpy()[0, 0]
+        np.testing.assert_allclose(mixed.numpy()[0], lam, atol=1e-6)
+
+
+def test_labels_smoothing_and_int_mode(shards):
+    smoothed = augment.one_hot_labels(tf.constant([1, 0]), 4, label_smoothing=0.1).numpy()
+    np.testing.assert_allclose(smoothed, [[0.025, 0.925, 0.025, 0.025], [0.925] + [0.025] * 3])
+    _, labels = next(
+        iter(data.train_dataset(str(shards), 2, num_classes=2, clip_len=4, crop_size=32,
+                                label_smoothing=0.2, seed=0))
+    )  # fmt: skip
+    values = labels.numpy().ravel()
+    assert np.all(np.isclose(values, 0.1) | np.isclose(values, 0.9))
+    with pytest.raises(ValueError, match="num_classes"):
+        data.train_dataset(str(shards), 2)
+    with pytest.raises(ValueError, match="one_hot"):
+        data.train_dataset(str(shards), 2, label_mode="int", mixup=0.8)
+    with pytest.raises(ValueError, match="sampling"):
+        data.eval_dataset(str(shards), 2, num_classes=2, sampling="random")
+    with pytest.raises(ValueError, match="matches no shard"):
+        data.eval_dataset(str(shards / "nothing-*.tfrecord"), 2, num_classes=2)
+
+
+def test_uniform_sampling_pipeline_and_determinism(shards):
+    def batches(seed):
+        dataset = data.train_dataset(
+            str(shards), 3, num_classes=2, clip_len=4, sampling="uniform", crop_size=32,
+            seed=seed, deterministic=True, flip=False, mixup=0.8, cutmix=1.0,
+        )  # fmt: skip
+        return [(c.numpy(), lab.numpy()) for c, lab in dataset.take(2)]
+
+    first, again, other = batches(11), batches(11), batches(12)
+    for (clips_a, labels_a), (clips_b, labels_b) in zip(first, again, strict=True):
+        np.testing.assert_array_equal(clips_a, clips_b)
+        np.testing.assert_array_equal(labels_a, labels_b)
+    assert any(not np.array_equal(a[0], b[0]) for a, b in zip(first, other, strict=True))
+    evaluation = data.eval_dataset(
+        str(shards), 6, clip_len=4, sampling="uniform", short_side=64, crop_size=64,
+        label_mode="int", with_filenames=True,
+    )  # fmt: skip
+    clips, _, names = next(iter(evaluation))
+    for clip, name in zip(to_pixels(clips), names.numpy(), strict=True):
+        expected = sampling.uniform_sample_np(FRAME_COUNTS[name.decode()], 4, test_mode=True)
+        np.testing.assert_array_equal(frame_index(clip), expected)
+
+
+@pytest.fixture(scope="module")
+def corrupt_shards(shards, tmp_path_factory):
+    """One shard with a record that is no SequenceExample, one whose sampled JPEGs do not
+    decode, and one cut short."""
+    root = tmp_path_factory.mktemp("corrupt")
+    source = data.list_shards(str(shards))[0]
+    records = [r.numpy() for r in tf.data.TFRecordDataset(source)]
+    assert len(records) == 2
+    example = tf.train.SequenceExample.FromString(records[1])
+    for feature in example.feature_lists.feature_list["image/encoded"].feature:
+        feature.bytes_list.value[0] = b"\xff\xd8\xff\xe0 not a jpeg"
+    paths = {}
+    for name, content in (
+        ("proto", [records[0], b"\x0a\xffnot a protobuf", records[1]]),
+        ("jpeg", [records[0], example.SerializeToString()]),
+    ):
+        paths[name] = str(root / f"{name}.tfrecord")
+        with tf.io.TFRecordWriter(paths[name]) as writer:
+            for record in content:
+                writer.write(record)
+    blob = open(source, "rb").read()
+    paths["cut"] = str(root / "cut.tfrecord")
+    open(paths["cut"], "wb").write(blob[: len(blob) - 100])
+    return paths
+
+
+@pytest.mark.parametrize("kind, reason", [("proto", "1 of 3 record"), ("jpeg", "1 of 2 record"),
+                                          ("cut", "truncated after record 1")])  # fmt: skip
+def test_corrupt_records_raise_naming_the_file(corrupt_shards, kind, reason):
+    path = corrupt_shards[kind]
+    dataset = data.eval_dataset(path, 1, num_classes=2, clip_len=4, short_side=64, crop_size=48)
+    with pytest.raises(tf.errors.InvalidArgumentError) as info:
+        for _ in dataset:
+            pass
+    assert path in info.value.message and reason in info.value.message
+    assert "skip_corrupt=True" in info.value.message
+
+
+def test_corrupt_records_are_skipped_and_counted(corrupt_shards):
+    counter = data.CorruptRecords()
+    dataset = data.eval_dataset(
+        list(corrupt_shards.values()), 1, num_classes=2, clip_len=4, short_side=64,
+        crop_size=48, skip_corrupt=counter,
+    )  # fmt: skip
+    clips = [c.numpy() for c, _ in dataset]
+    assert len(clips) == 2 + 1 + 1  # proto: 2 good, jpeg: 1 good, cut: 1 complete record
+    assert counter.records == 2 and len(counter.damaged_files) == 1 and counter.total == 3
+    assert counter.by_file[corrupt_shards["cut"]] == 1
+    train = data.train_dataset(
+        corrupt_shards["jpeg"], 2, num_classes=2, clip_len=4, crop_size=32, skip_corrupt=True
+    )
+    for clips, _ in train.take(2):
+        assert np.isfinite(clips.numpy()).all()
+    assert train.corrupt_records.records >= 1
+
+
+def test_input_context_gives_each_pipeline_its_own_files(shards):
+    names = []
+    for pipeline in range(2):
+        context = tf.distribute.InputContext(
+            num_input_pipelines=2, input_pipeline_id=pipeline, num_replicas_in_sync=2
+        )
+        dataset = data.eval_dataset(
+            str(shards), 4, num_classes=2, clip_len=4, short_side=64, crop_size=32,
+            with_filenames=True, input_context=context,
+        )  # fmt: skip
+        mine = []
+        for clips, _, batch_names in dataset:
+            assert clips.shape[0] <= 2  # per-replica batch = 4 / 2
+            mine += [n.decode() for n in batch_names.numpy()]
+        names.append(set(mine))
+    assert not names[0] & names[1] and names[0] | names[1] == set(FRAME_COUNTS)
+    context = tf.distribute.InputContext(num_input_pipelines=4, input_pipeline_id=0)
+    with pytest.raises(ValueError, match="at least one shard per worker"):
+        data.eval_dataset(str(shards), 4, num_classes=2, input_context=context)
+
+
+def test_mirrored_strategy_two_replicas(shards):
+    script = textwrap.dedent(
+        f"""
+        import tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        logical = [tf.config.LogicalDeviceConfiguration()] * 2
+        tf.config.set_logical_device_configuration(cpu, logical)
+        from keras_vswin import data
+        strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+        dist = data.distribute_dataset(
+            strategy, data.train_dataset, {str(shards)!r}, 4, num_classes=2, clip_len=4,
+            crop_size=32, seed=0)
+        clips, labels = next(iter(dist))
+        shapes = [tuple(c.shape) for c in strategy.experimental_local_results(clips)]
+        assert shapes == [(2, 4, 32, 32, 3)] * 2, shapes
+        print("OK")
+        """
+    )
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO)
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0 and "OK" in result.stdout, result.stderr[-3000:]

@@ -1,0 +1,347 @@
+"""Video decoding (keras_vswin.video), the shard writer and the shard inspector.
+
+Shards are read back with plain `tf.io.parse_single_sequence_example`, not with our reader.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from _video_fixtures import frame_index, moving_frames, write_moving_video
+from PIL import Image
+
+from keras_vswin import video
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:  # the CLI packages live at the repository root
+    sys.path.insert(0, REPO)
+
+from tfrecords import inspect as inspect_cli  # noqa: E402
+from tfrecords import write as write_cli  # noqa: E402
+
+# Spec for reading shards back independently of keras_vswin.data.
+CONTEXT = {
+    "clip/label/index": tf.io.FixedLenFeature([], tf.int64),
+    "clip/label/text": tf.io.FixedLenFeature([], tf.string),
+    "video/filename": tf.io.FixedLenFeature([], tf.string),
+    "video/fps": tf.io.FixedLenFeature([], tf.float32),
+    "video/num_frames": tf.io.FixedLenFeature([], tf.int64),
+    "image/height": tf.io.FixedLenFeature([], tf.int64),
+    "image/width": tf.io.FixedLenFeature([], tf.int64),
+    "clip/start/timestamp": tf.io.FixedLenFeature([], tf.int64),
+    "clip/end/timestamp": tf.io.FixedLenFeature([], tf.int64),
+}
+SEQUENCE = {"image/encoded": tf.io.FixedLenSequenceFeature([], tf.string)}
+
+
+def read_shard(path):
+    """Plain-TF reader: list of (context dict of numpy values, decoded frames)."""
+    out = []
+    for record in tf.data.TFRecordDataset(path):
+        context, sequence = tf.io.parse_single_sequence_example(
+            record, context_features=CONTEXT, sequence_features=SEQUENCE
+        )
+        frames = np.stack([tf.io.decode_jpeg(j).numpy() for j in sequence["image/encoded"]])
+        out.append(({k: v.numpy() for k, v in context.items()}, frames))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# keras_vswin.video
+
+
+def test_read_video_frames_order_size_and_fps(tmp_path):
+    path = write_moving_video(str(tmp_path / "a.mp4"), 40, 64, 80, fps=25)
+    info = video.probe_video(path)
+    assert (info.width, info.height, info.num_frames, info.codec) == (80, 64, 40, "h264")
+    assert info.fps == pytest.approx(25)
+
+    clip = video.read_video(path)
+    assert clip.frames.shape == (40, 64, 80, 3) and clip.frames.dtype == np.uint8
+    np.testing.assert_array_equal(frame_index(clip.frames), np.arange(40))
+
+    half = video.read_video(path, fps=12.5, short_side=32)
+    assert half.frames.shape == (20, 32, 40, 3) and half.fps == 12.5
+    np.testing.assert_array_equal(frame_index(half.frames), np.arange(0, 40, 2))
+    double = video.read_video(path, fps=50)
+    np.testing.assert_array_equal(frame_index(double.frames), np.repeat(np.arange(40), 2))
+    assert video.resized_shape(360, 640, 256) == (256, 455)
+    assert video.resized_shape(640, 360, 256) == (455, 256)
+
+
+@pytest.mark.parametrize(
+    "codec, pix_fmt, suffix, channels",
+    [
+        ("ffv1", "gray", ".mkv", 0),
+        ("png", "rgba", ".mov", 4),
+        ("libvpx-vp9", "yuv420p", ".webm", 3),
+    ],
+)
+def test_other_formats_decode_to_rgb(tmp_path, codec, pix_fmt, suffix, channels):
+    frames = moving_frames(6, 32, 48)
+    if channels == 0:
+        frames = frames[..., 0]
+    elif channels == 4:
+        frames = np.concatenate([frames, np.full(frames.shape[:3] + (1,), 99, np.uint8)], -1)
+    path = str(tmp_path / f"v{suffix}")
+    video.write_video(path, frames, fps=10, codec=codec, pix_fmt=pix_fmt)
+    decoded = video.read_video(path).frames
+    assert decoded.shape == (6, 32, 48, 3)
+    np.testing.assert_array_equal(frame_index(decoded), np.arange(6))
+
+
+def test_bad_videos_raise_errors_naming_the_file(tmp_path):
+    good = write_moving_video(str(tmp_path / "good.mp4"), 30)
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(np.random.default_rng(0).bytes(4000))
+    data = open(good, "rb").read()
+    truncated = tmp_path / "truncated.mp4"
+    truncated.write_bytes(data[: len(data) // 2])
+    cases = {
+        str(empty): "empty",
+        str(garbage): "FFmpeg",
+        str(truncated): "FFmpeg|truncated",
+        str(tmp_path / "missing.mp4"): "not found",
+    }
+    for path, reason in cases.items():
+        with pytest.raises(video.VideoDecodeError, match=reason) as info:
+            video.read_video(path)
+        assert path in str(info.value) and isinstance(info.value, ValueError)
+    with pytest.raises(ValueError, match="even"):
+        video.write_video(str(tmp_path / "odd.mp4"), moving_frames(2, 31, 40))
+
+
+# --------------------------------------------------------------------------------------------
+# Writer
+
+
+@pytest.fixture(scope="module")
+def csv_job(tmp_path_factory):
+    """Six good videos, one corrupt and one empty, listed in a CSV with text labels; written
+    with two worker processes."""
+    root = tmp_path_factory.mktemp("csv_job")
+    counts = {"walk": [40, 24], "jump": [48, 20], "swim": [33, 36]}
+    rows, frames_by_name = [], {}
+    for label, frame_counts in counts.items():
+        for i, n in enumerate(frame_counts):
+            name = f"videos/{label}_{i}.mp4"
+            write_moving_video(str(root / name), n, 64, 80, fps=25)
+            rows.append(f"{name},{label}")
+            frames_by_name[name] = (n, label)
+    (root / "videos" / "broken.mp4").write_bytes(np.random.default_rng(1).bytes(3000))
+    (root / "videos" / "empty.mp4").write_bytes(b"")
+    rows += ["videos/broken.mp4,walk", "videos/empty.mp4,jump"]
+    (root / "list.csv").write_text("path,label\n" + "\n".join(rows) + "\n")
+    (root / "labels.txt").write_text("swim\nwalk\njump\n")
+    output = root / "shards"
+    code = write_cli.main(
+        [
+            "--videos", str(root / "list.csv"),
+            "--labels", str(root / "labels.txt"),
+            "--output", str(output),
+            "--name", "train",
+            "--num-shards", "3",
+            "--workers", "2",
+            "--short-side", "48",
+            "--jpeg-quality", "95",
+            "--quiet",
+        ]
+    )  # fmt: skip
+    manifest = json.loads((output / "train.manifest.json").read_text())
+    return {"code": code, "output": output, "manifest": manifest, "frames": frames_by_name}
+
+
+def test_writer_shards_read_back_with_plain_tensorflow(csv_job):
+    output, manifest = csv_job["output"], csv_job["manifest"]
+    files = sorted(p.name for p in output.glob("*.tfrecord"))
+    assert files == [f"train-{i:05d}-of-00003.tfrecord" for i in range(3)]
+    assert not list(output.glob("*.tmp-*"))
+    classes = ["swim", "walk", "jump"]  # the labels file fixes the order
+    seen = {}
+    for shard in manifest["shards"]:
+        records = read_shard(output / shard["file"])
+        assert len(records) == shard["num_videos"]
+        assert sum(int(c["video/num_frames"]) for c, _ in records) == shard["num_frames"]
+        for context, frames in records:
+            name = context["video/filename"].decode()
+            num_frames, label = csv_job["frames"][name]
+            assert int(context["video/num_frames"]) == num_frames == len(frames)
+            assert frames.shape == (num_frames, 48, 60, 3)
+            assert (context["image/height"], context["image/width"]) == (48, 60)
+            assert context["clip/label/text"].decode() == label
+            assert context["clip/label/index"] == classes.index(label)
+            assert context["video/fps"] == pytest.approx(25)
+            assert context["clip/end/timestamp"] == round(num_frames / 25 * 1e6)
+            np.testing.assert_array_equal(frame_index(frames), np.arange(num_frames))
+            seen[name] = True
+    assert sorted(seen) == sorted(csv_job["frames"])
+
+
+def test_writer_manifest_lists_skipped_videos_and_exits_1(csv_job):
+    manifest = csv_job["manifest"]
+    assert csv_job["code"] == write_cli.EXIT_SKIPPED
+    assert manifest["label_map"] == {"0": "swim", "1": "walk", "2": "jump"}
+    assert manifest["num_classes"] == 3 and manifest["num_shards"] == 3
+    assert manifest["totals"]["videos_listed"] == 8
+    assert manifest["totals"]["videos_written"] == 6
+    assert manifest["label_counts"] == {"0": 2, "1": 2, "2": 2}
+    assert manifest["settings"]["short_side"] == 48
+    assert manifest["settings"]["jpeg_quality"] == 95
+    skipped = {os.path.basename(item["path"]): item["error"] for item in manifest["skipped"]}
+    assert set(skipped) == {"broken.mp4", "empty.mp4"}
+    assert "empty" in skipped["empty.mp4"] and "FFmpeg" in skipped["broken.mp4"]
+    assert sum(s["num_videos"] for s in manifest["shards"]) == 6
+
+
+def test_writer_video_dir_integer_order_and_fps(tmp_path):
+    for name, n in [("b_class/v0.mp4", 20), ("a_class/v0.mp4", 30), ("b_class/v1.mp4", 26)]:
+        write_moving_video(str(tmp_path / "videos" / name), n, 32, 40)
+    (tmp_path / "videos" / "b_class" / "notes.txt").write_text("not a video")
+    code = write_cli.main(
+        [
+            "--video-dir", str(tmp_path / "videos"),
+            "--output", str(tmp_path / "out"),
+            "--name", "val",
+            "--num-shards", "2",
+            "--workers", "1",
+            "--fps", "12.5",
+            "--short-side", "0",
+            "--no-shuffle",
+            "--quiet",
+        ]
+    )  # fmt: skip
+    assert code == write_cli.EXIT_OK
+    manifest = json.loads((tmp_path / "out" / "val.manifest.json").read_text())
+    assert manifest["label_map"] == {"0": "a_class", "1": "b_class"}
+    records = read_shard(tmp_path / "out" / "val-00000-of-00002.tfrecord")
+    records += read_shard(tmp_path / "out" / "val-00001-of-00002.tfrecord")
+    by_name = {c["video/filename"].decode(): (c, f) for c, f in records}
+    assert sorted(by_name) == ["a_class/v0.mp4", "b_class/v0.mp4", "b_class/v1.mp4"]
+    context, frames = by_name["a_class/v0.mp4"]
+    assert frames.shape == (15, 32, 40, 3)  # 30 frames at 25 fps -> 15 at 12.5 fps
+    assert context["video/fps"] == pytest.approx(12.5)
+    np.testing.assert_array_equal(frame_index(frames), np.arange(0, 30, 2))
+    assert context["clip/label/index"] == 0
+
+
+def test_writer_bad_arguments_exit_2(tmp_path, capsys):
+    assert write_cli.main(["--help"]) == 0
+    assert "Exit status" in capsys.readouterr().out
+    common = ["--output", str(tmp_path / "o"), "--name", "x", "--num-shards", "1", "--quiet"]
+    assert write_cli.main(["--videos", str(tmp_path / "missing.csv"), *common]) == 2
+    (tmp_path / "bad.csv").write_text("file,label\na.mp4,1\n")
+    assert write_cli.main(["--videos", str(tmp_path / "bad.csv"), *common]) == 2
+    (tmp_path / "labels.txt").write_text("a\nb\n")
+    (tmp_path / "unknown.csv").write_text("path,label\na.mp4,zebra\n")
+    argv = ["--videos", str(tmp_path / "unknown.csv"), "--labels", str(tmp_path / "labels.txt")]
+    assert write_cli.main([*argv, *common]) == 2
+    assert "zebra" in capsys.readouterr().err
+    assert write_cli.main(["--videos", "x.csv"]) == 2  # missing --output etc.
+
+
+def test_label_resolution_rules(tmp_path):
+    (tmp_path / "ints.csv").write_text("path,label\na.mp4,3\nb.mp4,0\nc.mp4,\n")
+    entries, names = write_cli.read_video_list(str(tmp_path / "ints.csv"))
+    assert names is None
+    assert [(e.label_index, e.label_text) for e in entries] == [(3, "3"), (0, "0"), (-1, "")]
+    assert entries[0].path == os.path.join(str(tmp_path), "a.mp4")
+    entries, _ = write_cli.read_video_list(str(tmp_path / "ints.csv"), ["x", "y", "z", "w"])
+    assert [(e.label_index, e.label_text) for e in entries][:2] == [(3, "w"), (0, "x")]
+    shards = write_cli.assign_shards(list(range(10)), 3, seed=0)
+    assert sorted(sum(shards, [])) == list(range(10)) and [len(s) for s in shards] == [4, 3, 3]
+    assert shards == write_cli.assign_shards(list(range(10)), 3, seed=0)
+
+
+def test_writer_killed_midway_resumes_from_finished_shards(tmp_path):
+    videos = tmp_path / "videos"
+    rows = []
+    for i in range(8):
+        write_moving_video(str(videos / f"v{i}.mp4"), 12 + i, 32, 40)
+        rows.append(f"videos/v{i}.mp4,{i % 2}")
+    (tmp_path / "list.csv").write_text("path,label\n" + "\n".join(rows) + "\n")
+    output = tmp_path / "shards"
+    argv = [
+        "--videos", str(tmp_path / "list.csv"),
+        "--output", str(output),
+        "--name", "k",
+        "--num-shards", "4",
+        "--workers", "1",
+        "--short-side", "0",
+        "--quiet",
+    ]  # fmt: skip
+    env = dict(os.environ, **{write_cli.TEST_DELAY_ENV: "0.6", "PYTHONPATH": REPO})
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tfrecords.write", *argv],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    first = output / "k-00000-of-00004.tfrecord"
+    deadline = time.time() + 120
+    while not first.exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert first.exists(), "the writer did not finish a shard in time"
+    finished = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in output.glob("*.tfrecord")}
+    assert len(finished) < 4, "the writer finished before it was killed"
+    for name in finished:  # a file with a final name is always complete
+        assert len(read_shard(output / name)) == 2
+    assert not (output / "k.manifest.json").exists()
+
+    code = write_cli.main(argv)
+    assert code == write_cli.EXIT_OK
+    manifest = json.loads((output / "k.manifest.json").read_text())
+    assert manifest["totals"]["shards_written_this_run"] == 4 - len(finished)
+    assert manifest["totals"]["videos_written"] == 8
+    for name, (inode, mtime) in finished.items():
+        stat = (output / name).stat()
+        assert (stat.st_ino, stat.st_mtime_ns) == (inode, mtime), f"{name} was rewritten"
+    assert not list(output.glob("*.tmp-*"))
+    names = []
+    for shard in manifest["shards"]:
+        records = read_shard(output / shard["file"])
+        assert len(records) == shard["num_videos"] == 2
+        names += [c["video/filename"].decode() for c, _ in records]
+    assert sorted(names) == [f"videos/v{i}.mp4" for i in range(8)]
+
+
+# --------------------------------------------------------------------------------------------
+# Inspector
+
+
+def test_inspect_prints_statistics_and_writes_contact_sheet(csv_job, tmp_path, capsys):
+    sheet = tmp_path / "sheet.png"
+    argv = [str(csv_job["output"]), "--contact-sheet", str(sheet), "--clips", "3"]
+    code = inspect_cli.main([*argv, "--frames", "5", "--cell", "64x48"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "6 video(s) in 3 shard file(s)" in out
+    assert "frames per video: min 20, mean 33.5, max 48" in out
+    assert "48x60 (6)" in out and "swim" in out and "jump" in out
+    image = Image.open(sheet)
+    assert image.size == inspect_cli.contact_sheet_size(3, 5, 64, 48) == (4 + 5 * 68, 4 + 3 * 70)
+    assert np.asarray(image).std() > 10  # frames were drawn
+
+    assert inspect_cli.main([str(csv_job["output"]), "--json"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["videos"] == 6 and stats["frames"]["total"] == 201
+    assert {k: v["count"] for k, v in stats["labels"].items()} == {"0": 2, "1": 2, "2": 2}
+
+
+def test_inspect_reports_corrupt_shards(csv_job, tmp_path, capsys):
+    source = csv_job["output"] / "train-00000-of-00003.tfrecord"
+    data = source.read_bytes()
+    (tmp_path / "cut.tfrecord").write_bytes(data[: len(data) * 2 // 3])
+    assert inspect_cli.main([str(tmp_path)]) == inspect_cli.EXIT_CORRUPT
+    assert "truncated record" in capsys.readouterr().out
+    assert inspect_cli.main([str(tmp_path / "nothing-*.tfrecord")]) == inspect_cli.EXIT_USAGE
