@@ -1,0 +1,179 @@
+"""Pretrained Video Swin weights: one data table of what exists, where, and what it needs.
+
+`PRESETS[name]` describes one released training run (data, labels, evaluation protocol,
+preprocessing, window) and, under `variants`, one checkpoint per model size ("T", "S", "B", as in
+`keras_vswin.model.VARIANTS`) with its URL, pretraining and the accuracy the authors report.
+`keras_vswin.weights` downloads and converts them; nothing else reads URLs. No SHA-256 is
+published for the official files (`sha256: None`): a download is trusted once it converts
+strictly into the expected architecture.
+"""
+
+from keras_vswin.preprocessing import MEAN_RGB, STD_RGB
+
+OFFICIAL = "https://github.com/SwinTransformer/storage/releases/download/v1.0.4/"
+TORCHVISION = "https://download.pytorch.org/models/"
+
+# Test-time preprocessing of the official recipe (RGB input in 0-255).
+KINETICS_PREPROCESSING = dict(
+    mean=MEAN_RGB,
+    std=STD_RGB,
+    clip_len=32,
+    frame_interval=2,
+    sampling="dense",
+    short_side=224,
+    crop_size=224,
+)
+SSV2_PREPROCESSING = dict(
+    mean=MEAN_RGB,
+    std=STD_RGB,
+    clip_len=32,
+    frame_interval=None,
+    sampling="uniform",
+    short_side=224,
+    crop_size=224,
+)
+TORCHVISION_PREPROCESSING = dict(
+    mean=MEAN_RGB,
+    std=STD_RGB,
+    clip_len=32,
+    frame_interval=None,
+    sampling="dense, 15 fps",
+    short_side=256,
+    crop_size=224,
+)
+
+PRESETS = {
+    "kinetics400": {
+        "description": "Kinetics-400 classifier, ImageNet-1K pretrained backbone (official).",
+        "labels": "kinetics400",
+        "classes": 400,
+        "window_size": (8, 7, 7),
+        "views": "4x3",
+        "preprocessing": KINETICS_PREPROCESSING,
+        "variants": {
+            "T": dict(
+                url=OFFICIAL + "swin_tiny_patch244_window877_kinetics400_1k.pth",
+                pretrain="ImageNet-1K",
+                top1=78.8,
+                top5=93.6,
+                sha256=None,
+            ),
+            "S": dict(
+                url=OFFICIAL + "swin_small_patch244_window877_kinetics400_1k.pth",
+                pretrain="ImageNet-1K",
+                top1=80.6,
+                top5=94.5,
+                sha256=None,
+            ),
+            "B": dict(
+                url=OFFICIAL + "swin_base_patch244_window877_kinetics400_1k.pth",
+                pretrain="ImageNet-1K",
+                top1=80.6,
+                top5=94.6,
+                sha256=None,
+            ),
+        },
+    },
+    "kinetics400_imagenet22k": {
+        "description": "Kinetics-400 classifier, ImageNet-22K pretrained backbone (official).",
+        "labels": "kinetics400",
+        "classes": 400,
+        "window_size": (8, 7, 7),
+        "views": "4x3",
+        "preprocessing": KINETICS_PREPROCESSING,
+        "variants": {
+            "B": dict(
+                url=OFFICIAL + "swin_base_patch244_window877_kinetics400_22k.pth",
+                pretrain="ImageNet-22K",
+                top1=82.7,
+                top5=95.5,
+                sha256=None,
+            ),
+        },
+    },
+    "kinetics600_imagenet22k": {
+        "description": "Kinetics-600 classifier, ImageNet-22K pretrained backbone (official).",
+        "labels": "kinetics600",
+        "classes": 600,
+        "window_size": (8, 7, 7),
+        "views": "4x3",
+        "preprocessing": KINETICS_PREPROCESSING,
+        "variants": {
+            "B": dict(
+                url=OFFICIAL + "swin_base_patch244_window877_kinetics600_22k.pth",
+                pretrain="ImageNet-22K",
+                top1=84.0,
+                top5=96.5,
+                sha256=None,
+            ),
+        },
+    },
+    "something_something_v2": {
+        "description": "Something-Something V2 classifier, window 16x7x7, from Kinetics-400 "
+        "(ImageNet-22K) weights (official).",
+        "labels": "something_something_v2",
+        "classes": 174,
+        "window_size": (16, 7, 7),
+        "views": "1x3",
+        "preprocessing": SSV2_PREPROCESSING,
+        "variants": {
+            "B": dict(
+                url=OFFICIAL + "swin_base_patch244_window1677_sthv2.pth",
+                pretrain="Kinetics-400 (ImageNet-22K)",
+                top1=69.6,
+                top5=92.7,
+                sha256=None,
+            ),
+        },
+    },
+    # torchvision's ports of the same official weights (its own evaluation protocol: 12 clips
+    # per video, centre crop; it reports lower numbers than the paper's 4x3 views).
+    "kinetics400_torchvision": {
+        "description": "torchvision's port of the official Kinetics-400 (ImageNet-1K) weights.",
+        "labels": "kinetics400",
+        "classes": 400,
+        "window_size": (8, 7, 7),
+        "views": "12x1",
+        "preprocessing": TORCHVISION_PREPROCESSING,
+        "variants": {
+            "T": dict(
+                url=TORCHVISION + "swin3d_t-7615ae03.pth",
+                pretrain="ImageNet-1K",
+                top1=77.7,
+                top5=93.5,
+                sha256=None,
+            ),
+            "S": dict(
+                url=TORCHVISION + "swin3d_s-da41c237.pth",
+                pretrain="ImageNet-1K",
+                top1=79.5,
+                top5=94.2,
+                sha256=None,
+            ),
+            "B": dict(
+                url=TORCHVISION + "swin3d_b_1k-24f7c7c6.pth",
+                pretrain="ImageNet-1K",
+                top1=79.4,
+                top5=94.4,
+                sha256=None,
+            ),
+        },
+    },
+    "kinetics400_imagenet22k_torchvision": {
+        "description": "torchvision's port of the official Kinetics-400 (ImageNet-22K) weights.",
+        "labels": "kinetics400",
+        "classes": 400,
+        "window_size": (8, 7, 7),
+        "views": "12x1",
+        "preprocessing": TORCHVISION_PREPROCESSING,
+        "variants": {
+            "B": dict(
+                url=TORCHVISION + "swin3d_b_22k-7c6ae6fa.pth",
+                pretrain="ImageNet-22K",
+                top1=81.6,
+                top5=95.6,
+                sha256=None,
+            ),
+        },
+    },
+}
