@@ -1,19 +1,47 @@
 """keras-vswin: the Video Swin Transformer for Keras 3 and TensorFlow."""
 
+from keras_vswin.convert import (
+    convert_checkpoint,
+    infer_architecture,
+    inflate_2d_checkpoint,
+    load_state_dict,
+    resize_bias_table,
+)
+from keras_vswin.flops import count_macs
 from keras_vswin.layers import (
     PatchEmbedding3D,
     PatchMerging3D,
+    ShiftedWindowMask3D,
     StochasticDepth,
     SwinBlock3D,
     WindowAttention3D,
 )
 from keras_vswin.model import VARIANTS, VideoSwin, VideoSwinB, VideoSwinL, VideoSwinS, VideoSwinT
 from keras_vswin.preprocessing import decode_predictions, load_labels, preprocess_input
+from keras_vswin.weights import (
+    HeadMismatchError,
+    WeightsDownloadError,
+    list_weights,
+    load_weights,
+    weights_info,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "VARIANTS",
+    "HeadMismatchError",
+    "ShiftedWindowMask3D",
+    "WeightsDownloadError",
+    "convert_checkpoint",
+    "count_macs",
+    "infer_architecture",
+    "inflate_2d_checkpoint",
+    "list_weights",
+    "load_state_dict",
+    "load_weights",
+    "resize_bias_table",
+    "weights_info",
     "PatchEmbedding3D",
     "PatchMerging3D",
     "StochasticDepth",

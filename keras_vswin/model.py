@@ -92,10 +92,11 @@ def VideoSwin(
     weights=None,
     input_shape=None,
     pooling=None,
-    classes=400,
+    classes=None,
     classifier_activation="softmax",
     head_dropout_rate=0.5,
     remat=False,
+    skip_head=False,
     name="video_swin",
 ):
     """Build a Video Swin Transformer of any configuration.
@@ -119,9 +120,12 @@ def VideoSwin(
             the model accept any clip size.
         pooling: with `include_top=False`: None returns the feature map
             `(batch, T', H', W', channels)`, "avg"/"max" return `(batch, channels)`.
-        classes: number of classes of the head.
+        classes: number of classes of the head; None takes the class count of registry
+            `weights` (e.g. 174 for "something_something_v2"), else 400.
         classifier_activation: activation of the head ("softmax", None for logits, ...).
         head_dropout_rate: dropout before the head's Dense layer.
+        skip_head: with `weights`, load only the backbone and keep a fresh head of `classes`
+            outputs (fine-tuning on a new label set); the skipped head is logged.
         remat: recompute each block's activations in the backward pass instead of keeping them
             (activation checkpointing): less training memory for about 1/3 more compute.
         name: model name.
@@ -136,6 +140,12 @@ def VideoSwin(
     input_shape = _check_input_shape(input_shape)
     if pooling not in POOLINGS:
         raise ValueError(f"`pooling` must be one of {POOLINGS}, got {pooling!r}.")
+    if classes is None:
+        from keras_vswin.presets import PRESETS
+
+        classes = (
+            PRESETS[weights]["classes"] if isinstance(weights, str) and weights in PRESETS else 400
+        )
     if include_top and (not isinstance(classes, int | np.integer) or classes <= 0):
         raise ValueError(
             f"`classes` must be a positive int when include_top=True, got {classes!r}."
@@ -193,7 +203,7 @@ def VideoSwin(
     if weights is not None:
         from keras_vswin.weights import load_weights
 
-        load_weights(model, weights, include_top=include_top, classes=classes)
+        load_weights(model, weights, include_top=include_top, classes=classes, skip_head=skip_head)
     return model
 
 
@@ -210,25 +220,25 @@ def _variant(variant, kwargs, weights=None, **arguments):
 
 
 # The keras.applications-style constructors: the variant table plus the conventional arguments.
-def VideoSwinT(include_top=True, weights=None, input_shape=None, pooling=None, classes=400,
+def VideoSwinT(include_top=True, weights=None, input_shape=None, pooling=None, classes=None,
                classifier_activation="softmax", **kwargs):  # fmt: skip
     """Video Swin-T (28.2M parameters). Arguments as in `VideoSwin`."""
     return _variant("T", **locals())
 
 
-def VideoSwinS(include_top=True, weights=None, input_shape=None, pooling=None, classes=400,
+def VideoSwinS(include_top=True, weights=None, input_shape=None, pooling=None, classes=None,
                classifier_activation="softmax", **kwargs):  # fmt: skip
     """Video Swin-S (49.8M parameters). Arguments as in `VideoSwin`."""
     return _variant("S", **locals())
 
 
-def VideoSwinB(include_top=True, weights=None, input_shape=None, pooling=None, classes=400,
+def VideoSwinB(include_top=True, weights=None, input_shape=None, pooling=None, classes=None,
                classifier_activation="softmax", **kwargs):  # fmt: skip
     """Video Swin-B (88.1M parameters). Arguments as in `VideoSwin`."""
     return _variant("B", **locals())
 
 
-def VideoSwinL(include_top=True, weights=None, input_shape=None, pooling=None, classes=400,
+def VideoSwinL(include_top=True, weights=None, input_shape=None, pooling=None, classes=None,
                classifier_activation="softmax", **kwargs):  # fmt: skip
     """Video Swin-L (197.0M parameters). Arguments as in `VideoSwin`."""
     return _variant("L", **locals())
