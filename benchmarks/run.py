@@ -236,6 +236,33 @@ print(after / 1024, (after - before) / 1024)
     return {"peak_mib": peak, "forward_increase_mib": delta}
 
 
+def train_memory(remat, variant="T", frames=16):
+    """Peak resident memory (MiB) and seconds of one training step, with or without remat."""
+    code = f"""
+import resource, time
+import numpy as np
+from benchmarks.run import VARIANTS, keras_train_step  # imports torch before TensorFlow
+model = VARIANTS[{variant!r}][0](input_shape=({frames}, 224, 224, 3), remat={remat},
+                                 classifier_activation=None)
+step = keras_train_step(model)
+x = np.random.default_rng(0).standard_normal((1, {frames}, 224, 224, 3)).astype('float32')
+y = np.zeros((1,), 'int64')
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+step(x, y)
+t = time.perf_counter(); step(x, y); seconds = time.perf_counter() - t
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(after / 1024, (after - before) / 1024, seconds)
+"""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    try:
+        peak, delta, seconds = (float(v) for v in out.stdout.split()[-3:])
+    except ValueError:
+        sys.stderr.write(out.stderr[-2000:])
+        peak = delta = seconds = float("nan")
+    return {"peak_mib": peak, "step_increase_mib": delta, "step_seconds": seconds}
+
+
 def print_table(rows, peak_gflops):
     names = sorted(
         {name for row in rows for name in row["seconds"]}, key=lambda n: (n != "keras-vswin", n)
@@ -310,7 +337,17 @@ def main(argv=None):
             added = m["forward_increase_mib"]
             rss = m["peak_mib"]
             print(f"  {impl:<14} peak RSS {rss:8.0f} MiB (forward added {added:6.0f} MiB)")
+    remat = {}
+    if not args.no_memory and not args.quick:
+        print("\nTraining step, Swin-T 1x16x224x224 (fresh process each):")
+        for flag in (False, True):
+            remat[str(flag)] = m = train_memory(flag)
+            print(
+                f"  remat={flag!s:<5} peak RSS {m['peak_mib']:8.0f} MiB "
+                f"(step added {m['step_increase_mib']:6.0f} MiB), {m['step_seconds']:.2f} s/step"
+            )
     result = {
+        "training_memory_remat": remat,
         "machine": {
             "platform": platform.platform(),
             "processor": platform.processor(),
