@@ -201,3 +201,19 @@ def test_remat_gives_the_same_gradients(rng):
         )
     with pytest.raises(ValueError, match="remat"):
         tiny(remat=True, dropout_rate=0.1)
+
+
+def test_mixed_bfloat16_keeps_float32_logits_close(rng):
+    x = rng.standard_normal((2, 6, 40, 40, 3)).astype("float32")
+    reference = tiny(classes=4, classifier_activation=None)
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        mixed = tiny(classes=4, classifier_activation=None)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    mixed.set_weights(reference.get_weights())
+    assert mixed.get_layer("stage0_block1").compute_dtype == "bfloat16"
+    assert mixed.get_layer("stage0_block1").attn.qkv.compute_dtype == "bfloat16"
+    logits = mixed(x)
+    assert logits.dtype == "float32"
+    np.testing.assert_allclose(logits, reference(x), atol=2e-2)
