@@ -230,7 +230,10 @@ class WindowAttention3D(keras.layers.Layer):
                 + ops.cast(attention_mask, logits.dtype)[None, :, None]
             )
             logits = ops.reshape(logits, (-1, self.num_heads, num_tokens, num_tokens))
-        attn = ops.softmax(logits, axis=-1)
+        if isinstance(num_tokens, int) and num_tokens == 1:
+            attn = ops.ones_like(logits)  # one-token windows (tiny clips): softmax of one logit
+        else:
+            attn = ops.softmax(logits, axis=-1)
         attn = self.attn_drop(attn, training=training)
         out = ops.transpose(ops.matmul(attn, v), (0, 2, 1, 3))
         out = self.proj(ops.reshape(out, (-1, self.dim)))
