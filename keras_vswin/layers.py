@@ -176,7 +176,7 @@ class WindowAttention3D(keras.layers.Layer):
         )
         self.attn_drop = keras.layers.Dropout(self.attention_dropout, dtype=policy)
         self.proj_drop = keras.layers.Dropout(self.projection_dropout, dtype=policy)
-        self._full_index = win.relative_position_index(self.window_size)
+        self._codes, self._center = win.relative_position_codes(self.window_size)
 
     def build(self, input_shape):
         self.relative_position_bias_table = self.add_weight(
@@ -195,12 +195,12 @@ class WindowAttention3D(keras.layers.Layer):
         gathers every block's bias as soon as the graph starts and holds them all (about
         230 MB for Swin-B on 32x224x224).
         """
+        # The official `index[:N, :N]` of the configured window, from the first N token codes.
         if isinstance(num_tokens, int):
-            index = self._full_index[:num_tokens, :num_tokens].reshape(-1)
+            codes = self._codes[:num_tokens]
         else:
-            index = ops.reshape(
-                ops.slice(self._full_index, (0, 0), ops.stack([num_tokens, num_tokens])), (-1,)
-            )
+            codes = ops.slice(self._codes, (0,), ops.reshape(num_tokens, (1,)))
+        index = ops.reshape(codes[:, None] - codes[None, :] + self._center, (-1,))
         table = self.relative_position_bias_table
         if anchor is not None:
             table = table + ops.cast(anchor, table.dtype)

@@ -113,6 +113,22 @@ def shift_mask(padded, window, shift):
     return np.where(ids[:, :, None] != ids[:, None, :], MASK_VALUE, 0.0).astype("float32")
 
 
+def relative_position_codes(window_size):
+    """Per-token codes whose pairwise differences give the relative position index.
+
+    The table row of a (query, key) pair is linear in their coordinates, so it equals
+    `codes[query] - codes[key] + center` with `center` the row of the zero offset. Returns
+    `(codes, center)`: int32 `(N,)` and an int. Graphs keep these N numbers instead of an
+    `(N, N)` index per block.
+    """
+    wd, wh, ww = window_size
+    d, h, w = np.meshgrid(np.arange(wd), np.arange(wh), np.arange(ww), indexing="ij")
+    strides = ((2 * wh - 1) * (2 * ww - 1), 2 * ww - 1, 1)
+    codes = (d * strides[0] + h * strides[1] + w).reshape(-1).astype("int32")
+    center = (wd - 1) * strides[0] + (wh - 1) * strides[1] + (ww - 1)
+    return codes, int(center)
+
+
 @functools.lru_cache(maxsize=16)
 def relative_position_index(window_size):
     """Index into the bias table for every (query, key) pair: int32 `(N, N)`, N = wd*wh*ww.
@@ -120,12 +136,8 @@ def relative_position_index(window_size):
     The table has `(2wd-1)(2wh-1)(2ww-1)` rows; the pair with offsets (dd, dh, dw) = query - key
     uses row `(dd+wd-1)(2wh-1)(2ww-1) + (dh+wh-1)(2ww-1) + (dw+ww-1)`.
     """
-    wd, wh, ww = window_size
-    coords = np.stack(np.meshgrid(np.arange(wd), np.arange(wh), np.arange(ww), indexing="ij"))
-    coords = coords.reshape(3, -1)
-    offsets = coords[:, :, None] - coords[:, None, :]
-    dd, dh, dw = offsets[0] + wd - 1, offsets[1] + wh - 1, offsets[2] + ww - 1
-    return (dd * (2 * wh - 1) * (2 * ww - 1) + dh * (2 * ww - 1) + dw).astype("int32")
+    codes, center = relative_position_codes(tuple(window_size))
+    return codes[:, None] - codes[None, :] + center
 
 
 def bias_table_size(window_size):
