@@ -443,3 +443,12 @@ def test_mirrored_strategy_two_replicas(shards):
         [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300
     )
     assert result.returncode == 0 and "OK" in result.stdout, result.stderr[-3000:]
+
+
+def test_three_crop_offsets_follow_mmaction():
+    from keras_vswin.data.augment import three_crop_offsets
+
+    # Landscape, odd room 75: left, centre 75 // 2, right at 2 * (75 // 2) (mmaction ThreeCrop).
+    np.testing.assert_array_equal(three_crop_offsets(224, 299, 224), [[0, 0], [0, 37], [0, 74]])
+    # Portrait, even room: top, centre, bottom edge.
+    np.testing.assert_array_equal(three_crop_offsets(300, 224, 224), [[0, 0], [38, 0], [76, 0]])

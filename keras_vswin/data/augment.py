@@ -113,7 +113,9 @@ def three_crop_offsets(height, width, crop_size):
     along_width = width >= height
     long_room = tf.where(along_width, width, height) - crop_size
     short_room = tf.where(along_width, height, width) - crop_size
-    positions = tf.stack([0, long_room // 2, long_room])
+    # mmaction ThreeCrop: the end crop starts at 2 * (room // 2), 1 px short of the edge when
+    # the room is odd.
+    positions = tf.stack([0, long_room // 2, 2 * (long_room // 2)])
     centre = tf.fill([3], short_room // 2)
     y = tf.where(along_width, centre, positions)
     x = tf.where(along_width, positions, centre)
