@@ -95,7 +95,9 @@ def build_parser():
     )
     parser.add_argument("--jit", action="store_true", help="compile the model with XLA")
     parser.add_argument(
-        "--no-antialias", action="store_true", help="plain bilinear resize when shrinking"
+        "--antialias",
+        action="store_true",
+        help="low-pass filter when frames are shrunk (for clients sending large frames)",
     )
     return parser
 
@@ -160,7 +162,7 @@ def main(argv=None):
             labels=args.labels or (None if args.feature_vector else labels),
             top_k=args.top_k,
             fps=args.fps if args.fps is not None else fps,
-            antialias=not args.no_antialias,
+            antialias=args.antialias,
             precision=args.precision,
             jit_compile=args.jit,
             **protocol,

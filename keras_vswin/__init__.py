@@ -7,6 +7,7 @@ from keras_vswin.convert import (
     load_state_dict,
     resize_bias_table,
 )
+from keras_vswin.export import export_saved_model
 from keras_vswin.flops import count_macs
 from keras_vswin.layers import (
     PatchEmbedding3D,
@@ -34,6 +35,7 @@ __all__ = [
     "ShiftedWindowMask3D",
     "WeightsDownloadError",
     "convert_checkpoint",
+    "export_saved_model",
     "count_macs",
     "infer_architecture",
     "inflate_2d_checkpoint",
