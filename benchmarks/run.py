@@ -140,12 +140,20 @@ def matmul_peak(dtype=tf.float32, n=2048, reps=10):
 
 
 def interleaved(fns, args, reps):
-    """Median seconds per call of each fn, calling them in turn within every repetition."""
-    for fn in fns.values():
-        fn(*args)  # warm-up / tracing
-    times = {name: [] for name in fns}
+    """Median seconds per call of each fn, calling them in turn within every repetition.
+
+    An implementation that fails (e.g. keras-cv on sizes it cannot pad) is reported and left out.
+    """
+    working = {}
+    for name, fn in fns.items():
+        try:
+            fn(*args)  # warm-up / tracing
+            working[name] = fn
+        except Exception as error:  # noqa: BLE001 - a peer's failure must not end the run
+            print(f"  {name} failed on this case: {str(error).splitlines()[0][:160]}")
+    times = {name: [] for name in working}
     for _ in range(reps):
-        for name, fn in fns.items():
+        for name, fn in working.items():
             t = time.perf_counter()
             fn(*args)
             times[name].append(time.perf_counter() - t)
@@ -204,10 +212,23 @@ def train_case(variant, batch, clip, reps):
     }
 
 
+def high_water_mib():
+    """Peak resident memory of this process image (VmHWM), MiB.
+
+    Unlike `ru_maxrss`, it is not inherited from the parent across fork + exec, so a fresh
+    process measures itself only.
+    """
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise OSError("VmHWM not found in /proc/self/status")
+
+
 def peak_memory(impl, variant, frames):
     """Peak resident memory (MiB) of one forward pass, in a fresh process."""
     code = f"""
-import resource, sys
+import sys
 sys.argv = ['memory']
 from benchmarks.run import build_ours, build_kerascv, build_torchvision
 import numpy as np
@@ -219,10 +240,11 @@ model, fn = {{'keras-vswin': lambda: build_ours({variant!r}, clip),
              'torchvision': lambda: build_torchvision({variant!r})}}[impl]()
 if fn is None:
     print('nan nan'); sys.exit(0)
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+from benchmarks.run import high_water_mib
+before = high_water_mib()
 fn(x)
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(after / 1024, (after - before) / 1024)
+after = high_water_mib()
+print(after, after - before)
 """
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     out = subprocess.run(
@@ -239,7 +261,7 @@ print(after / 1024, (after - before) / 1024)
 def train_memory(remat, variant="T", frames=16):
     """Peak resident memory (MiB) and seconds of one training step, with or without remat."""
     code = f"""
-import resource, time
+import time
 import numpy as np
 from benchmarks.run import VARIANTS, keras_train_step  # imports torch before TensorFlow
 model = VARIANTS[{variant!r}][0](input_shape=({frames}, 224, 224, 3), remat={remat},
@@ -247,11 +269,12 @@ model = VARIANTS[{variant!r}][0](input_shape=({frames}, 224, 224, 3), remat={rem
 step = keras_train_step(model)
 x = np.random.default_rng(0).standard_normal((1, {frames}, 224, 224, 3)).astype('float32')
 y = np.zeros((1,), 'int64')
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+from benchmarks.run import high_water_mib
+before = high_water_mib()
 step(x, y)
 t = time.perf_counter(); step(x, y); seconds = time.perf_counter() - t
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(after / 1024, (after - before) / 1024, seconds)
+after = high_water_mib()
+print(after, after - before, seconds)
 """
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
@@ -318,15 +341,23 @@ def main(argv=None):
 
     peak = matmul_peak()
     peak_bf16 = matmul_peak(tf.bfloat16)
-    rows = [forward_case("T", 1, (16, 224, 224), args.reps)]
+    cases = [lambda: forward_case("T", 1, (16, 224, 224), args.reps)]
     if not args.quick:
-        rows += [
-            forward_case("T", 1, (32, 224, 224), args.reps, extra=False),
-            forward_case("B", 1, (16, 224, 224), args.reps, extra=False),
-            forward_case("B", 1, (32, 224, 224), max(1, args.reps - 1), extra=False),
-            forward_case("T", 4, (16, 224, 224), max(1, args.reps - 1), extra=False),
-            train_case("T", 2, (16, 112, 112), args.reps),
+        cases += [
+            lambda: forward_case("T", 1, (32, 224, 224), args.reps, extra=False),
+            lambda: forward_case("B", 1, (16, 224, 224), args.reps, extra=False),
+            lambda: forward_case("B", 1, (32, 224, 224), max(1, args.reps - 1), extra=False),
+            lambda: forward_case("T", 4, (16, 224, 224), max(1, args.reps - 1), extra=False),
+            lambda: train_case("T", 1, (16, 224, 224), args.reps),
         ]
+    rows = []
+    for case in cases:
+        rows.append(case())
+        print(
+            f"{rows[-1]['case']}: "
+            + ", ".join(f"{k} {v:.3f}s" for k, v in rows[-1]["seconds"].items()),
+            flush=True,
+        )
     print_table(rows, peak)
     memory = {}
     if not args.no_memory:
