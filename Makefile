@@ -29,6 +29,7 @@ test: $(VENV)/.installed-test
 bench: $(VENV)/.installed-test
 	$(BIN)/python -m pip install --quiet -e '.[bench]' || echo "keras-cv could not be installed; its column will be empty"
 	$(BIN)/python -m benchmarks.run
+	$(BIN)/python -m benchmarks.bench_training --demo
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .

@@ -1,5 +1,7 @@
 """keras-vswin: the Video Swin Transformer for Keras 3 and TensorFlow."""
 
+from keras_vswin import training  # registers the optimizer and schedule for checkpoint loading
+
 from keras_vswin.convert import (
     convert_checkpoint,
     infer_architecture,

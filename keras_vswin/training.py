@@ -615,7 +615,8 @@ class TrainingBackup(keras.callbacks.Callback):
 
     # -- files
 
-    def _states(self):
+    def states(self):
+        """Names of the complete states in `backup_dir`, newest first."""
         gfile = _gfile()
         if not gfile.exists(self.backup_dir):
             return []
@@ -628,7 +629,7 @@ class TrainingBackup(keras.callbacks.Callback):
         Returns a `ResumePoint` (epoch 0, step 0 when there is nothing to restore).
         """
         gfile = _gfile()
-        for name in self._states():
+        for name in self.states():
             meta_path = os.path.join(self.backup_dir, name)
             weights_path = meta_path[: -len(".json")] + ".weights.h5"
             try:
@@ -680,7 +681,7 @@ class TrainingBackup(keras.callbacks.Callback):
             "time": time.time(),
         }
         atomic_write_text(base + ".json", json.dumps(_jsonable(meta), indent=1))
-        for name in self._states()[self.keep :]:
+        for name in self.states()[self.keep :]:
             stale = os.path.join(self.backup_dir, name)
             for path in (stale, stale[: -len(".json")] + ".weights.h5"):
                 if gfile.exists(path):

@@ -467,6 +467,25 @@ def test_overfits_a_tiny_dataset(tmp_path):
     assert result.history[-1]["accuracy"] == 1.0
 
 
+@pytest.mark.parametrize(
+    "policy, jit", [("mixed_bfloat16", True), ("mixed_float16", False)], ids=["bf16+xla", "fp16"]
+)
+def test_mixed_precision_and_xla_flags(tmp_path, policy, jit):
+    config = tiny_config(
+        tmp_path,
+        train={"epochs": 1, "mixed_precision": policy, "jit_compile": jit, "keep_checkpoints": 0},
+    )
+    result = train.run(config, log=lambda *a: None)
+    assert np.isfinite(result.history[0]["loss"])
+    assert result.model.get_layer("predictions").compute_dtype == "float32"  # float32 logits
+    assert result.model.get_layer("stage0_block0").compute_dtype == policy.split("_")[1]
+    if policy == "mixed_float16":
+        assert isinstance(result.model.optimizer, keras.optimizers.LossScaleOptimizer)
+    final = keras.saving.load_model(result.model_path, compile=False)
+    assert final.get_layer("stage0_block0").compute_dtype == "float32"  # saved for inference
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored
+
+
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     config = tiny_config(
         tmp_path, data={"synthetic": {"poison_from_step": 6}}, train={"backup_every": 2}

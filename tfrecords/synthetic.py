@@ -122,7 +122,7 @@ def _forward_trajectory(kind, rng, num_frames, size):
     raise ValueError(f"unknown class {kind!r}")
 
 
-def render_video(label, rng, num_frames=16, size=64):
+def render_video(label, rng, num_frames=20, size=64):
     """One video of class `label` (a name of `CLASSES`): uint8 `(num_frames, size, size, 3)`."""
     from PIL import Image, ImageDraw
 
@@ -160,7 +160,7 @@ def _check_classes(classes):
     return classes
 
 
-def generate_arrays(per_class, num_frames=16, size=64, classes=None, seed=0):
+def generate_arrays(per_class, num_frames=20, size=64, classes=None, seed=0):
     """Videos as arrays: `(videos uint8 (N, num_frames, size, size, 3), labels int32 (N,))`.
 
     Videos are ordered class by class (`per_class` each); `labels` index `classes`.
@@ -176,7 +176,7 @@ def generate_arrays(per_class, num_frames=16, size=64, classes=None, seed=0):
 
 
 def write_videos(
-    output, splits, num_frames=16, size=64, fps=12, classes=None, seed=0, progress=True
+    output, splits, num_frames=20, size=64, fps=12, classes=None, seed=0, progress=True
 ):
     """Writes the mp4 files and the CSV lists.
 
@@ -261,7 +261,7 @@ def build_parser():
     parser.add_argument("--output", required=True, metavar="DIR")
     parser.add_argument("--train-per-class", type=int, default=32, metavar="N")
     parser.add_argument("--eval-per-class", type=int, default=12, metavar="N")
-    parser.add_argument("--frames", type=int, default=16, help="frames per video (default 16)")
+    parser.add_argument("--frames", type=int, default=20, help="frames per video (default 20)")
     parser.add_argument("--size", type=int, default=64, help="frame height and width (even)")
     parser.add_argument("--fps", type=float, default=12.0)
     parser.add_argument(

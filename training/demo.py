@@ -31,7 +31,7 @@ import time
 DEFAULT_OUTPUT = "demo_output"
 TRAIN_PER_CLASS = 32
 EVAL_PER_CLASS = 12
-NUM_FRAMES = 16
+NUM_FRAMES = 20
 SIZE = 64
 
 

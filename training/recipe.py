@@ -34,6 +34,7 @@ class TrainingData:
         eval: `eval(batch_size)` -> one pass of single-view `(clips, labels)`, or None.
         test: `test(batch_size)` -> one pass of multi-view `(clips (B, V, T, H, W, 3), labels)`,
             or None.
+        num_eval_examples: videos of `eval` (None when unknown).
     """
 
     num_classes: int
@@ -42,6 +43,7 @@ class TrainingData:
     train: object
     eval: object = None
     test: object = None
+    num_eval_examples: int | None = None
 
 
 def _pipeline_share(input_context):
@@ -172,6 +174,7 @@ def synthetic_data(config):
         train=train,
         eval=evaluate if has_eval else None,
         test=(lambda batch_size: evaluate(batch_size, views=True)) if has_eval else None,
+        num_eval_examples=spec["eval_per_class"] * len(names),
     )
 
 
@@ -291,6 +294,7 @@ def tfrecord_data(config):
         train=train,
         eval=evaluate if has_eval else None,
         test=test if (data["test"] or has_eval) else None,
+        num_eval_examples=count_examples(data["eval"]) if has_eval else None,
     )
 
 
@@ -321,6 +325,7 @@ def model_arguments(config):
         window_size=tuple(spec["window_size"]),
         head_dropout_rate=spec["head_dropout_rate"],
         classes=spec["num_classes"],
+        remat=spec["remat"],
     )
     arguments.setdefault("drop_path_rate", 0.1)
     if spec["static_shape"]:

@@ -369,12 +369,13 @@ def run(config, log=print):
             save_freq=spec["backup_every"] or None,
             write=chief,
         )
-        restoring = bool(backup._states())
+        restoring = bool(backup.states())
         with strategy.scope():
             model = recipe.build_model(config, load_pretrained=not restoring, log=log)
             optimizer = recipe.build_optimizer(config, plan, steps)
             recipe.compile_model(model, config, optimizer)
-            optimizer.build(model.trainable_variables)
+            # `model.optimizer`: the LossScaleOptimizer wrapping `optimizer` under mixed_float16.
+            model.optimizer.build(model.trainable_variables)
             if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
                 _prebuild_for_multi_worker(model, config, plan)
         info = {
@@ -434,6 +435,9 @@ def run(config, log=print):
         validation = None
         if data.eval is not None and spec["eval_every"]:
             validation = data.eval(plan.micro_batch_size)
+            if data.num_eval_examples:  # a known length: no "ran out of data" warning
+                batches = -(-data.num_eval_examples // plan.micro_batch_size)
+                validation = validation.apply(tf.data.experimental.assert_cardinality(batches))
             options = tf.data.Options()
             options.experimental_distribute.auto_shard_policy = (
                 tf.data.experimental.AutoShardPolicy.DATA

@@ -51,6 +51,8 @@ DEFAULTS = {
         "window_size": [8, 7, 7],
         "drop_path_rate": None,
         "head_dropout_rate": 0.5,
+        # Recompute block activations in the backward pass (less memory, ~1/3 more compute).
+        "remat": False,
         "num_classes": 400,
         # Initialisation: a registry name ("kinetics400", ...), a Video Swin .pth/.keras/
         # .weights.h5 file (a new head when the class count differs), or a 2D ImageNet Swin

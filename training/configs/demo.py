@@ -35,7 +35,7 @@ CONFIG = {
         "area_range": [0.8, 1.0],
         "flip": False,  # left/right is a class
         "label_smoothing": 0.1,
-        "synthetic": {"train_per_class": 32, "eval_per_class": 12, "num_frames": 16, "size": 64},
+        "synthetic": {"train_per_class": 32, "eval_per_class": 12, "num_frames": 20, "size": 64},
     },
     "optimizer": {
         "lr": 1e-3,
