@@ -1,7 +1,7 @@
 """keras-vswin: the Video Swin Transformer for Keras 3 and TensorFlow."""
 
-from keras_vswin import training  # registers the optimizer and schedule for checkpoint loading
-
+# `training` registers the optimizer and schedule so epoch checkpoints load after this import.
+from keras_vswin import training
 from keras_vswin.convert import (
     convert_checkpoint,
     infer_architecture,
@@ -45,6 +45,7 @@ __all__ = [
     "load_state_dict",
     "load_weights",
     "resize_bias_table",
+    "training",
     "weights_info",
     "PatchEmbedding3D",
     "PatchMerging3D",
