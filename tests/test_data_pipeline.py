@@ -452,3 +452,11 @@ def test_three_crop_offsets_follow_mmaction():
     np.testing.assert_array_equal(three_crop_offsets(224, 299, 224), [[0, 0], [0, 37], [0, 74]])
     # Portrait, even room: top, centre, bottom edge.
     np.testing.assert_array_equal(three_crop_offsets(300, 224, 224), [[0, 0], [38, 0], [76, 0]])
+
+
+def test_train_dataset_works_with_a_global_seed(shards):
+    # Training scripts often call keras.utils.set_random_seed; the pipeline must still build.
+    tf.random.set_seed(1234)
+    dataset = data.train_dataset(str(shards), 2, clip_len=4, crop_size=32, seed=3, num_classes=2)
+    clips, labels = next(iter(dataset))
+    assert clips.shape == (2, 4, 32, 32, 3) and labels.shape[0] == 2

@@ -186,7 +186,8 @@ def _read_shard(filename, size, file_seed, decode, placeholder, config):
     """
     records = tf.data.TFRecordDataset(filename)
     if config["shuffle_buffer"] > 1:
-        records = records.shuffle(config["shuffle_buffer"], seed=file_seed[0])
+        # int64: with a global seed set, tf.data mixes the op seed with it as int64.
+        records = records.shuffle(config["shuffle_buffer"], seed=tf.cast(file_seed[0], tf.int64))
     records = records.map(lambda record: (record, False))
     sentinel = tf.data.Dataset.from_tensors((tf.constant(b""), True))
     stream = records.concatenate(sentinel)
