@@ -60,7 +60,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_vswin.data.augment import three_crop_offsets
+from keras_vswin.data.augment import short_side_size, three_crop_offsets
 from keras_vswin.data.sampling import (
     dense_sample_np,
     dense_sample_tf,
@@ -208,13 +208,7 @@ def resize_short_side(frames, size, antialias=False):
     to integers in [0, 255], as the official pipeline's uint8 frames are. Returns float32.
     """
     shape = tf.shape(frames)
-    height, width = tf.cast(shape[1], tf.float64), tf.cast(shape[2], tf.float64)
-    target = tf.cast(size, tf.float64)
-    shorter = tf.minimum(height, width)
-    landscape = shape[1] <= shape[2]
-    new_height = tf.where(landscape, target, tf.round(height * target / shorter))
-    new_width = tf.where(landscape, tf.round(width * target / shorter), target)
-    new_size = tf.cast(tf.stack([new_height, new_width]), tf.int32)
+    new_size = short_side_size(shape[1], shape[2], size)
     resized = tf.image.resize(frames, new_size, method="bilinear", antialias=antialias)
     return tf.clip_by_value(tf.round(tf.cast(resized, tf.float32)), 0.0, 255.0)
 

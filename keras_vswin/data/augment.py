@@ -38,6 +38,7 @@ __all__ = [
     "one_hot_labels",
     "random_erasing",
     "random_resized_crop_window",
+    "short_side_size",
     "three_crop_offsets",
 ]
 
@@ -103,6 +104,21 @@ def flip_clip(clip, seed, probability=0.5):
 def centre_crop_offsets(height, width, crop_size):
     """`(y, x)` of the centred `crop_size` square (mmaction's CenterCrop rounding)."""
     return (height - crop_size) // 2, (width - crop_size) // 2
+
+
+def short_side_size(height, width, short_side):
+    """`(2,)` int32 `(height, width)` after scaling the short side to `short_side`.
+
+    The aspect ratio is kept and the longer side rounded half to even, as
+    `keras_vswin.video.resized_shape` does.
+    """
+    height = tf.cast(height, tf.float64)
+    width = tf.cast(width, tf.float64)
+    short = tf.minimum(height, width)
+    target = tf.cast(short_side, tf.float64)
+    scaled_h = tf.where(height <= width, target, tf.round(height * target / short))
+    scaled_w = tf.where(height <= width, tf.round(width * target / short), target)
+    return tf.cast(tf.stack([scaled_h, scaled_w]), tf.int32)
 
 
 def three_crop_offsets(height, width, crop_size):

@@ -308,17 +308,6 @@ def _resize_uint8(frames, size):
     return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
 
 
-def _short_side_size(height, width, short_side):
-    """Size after scaling the short side to `short_side` (same rounding as keras_vswin.video)."""
-    height = tf.cast(height, tf.float64)
-    width = tf.cast(width, tf.float64)
-    short = tf.minimum(height, width)
-    target = tf.constant(short_side, tf.float64)
-    scaled_h = tf.where(height <= width, target, tf.round(height * target / short))
-    scaled_w = tf.where(height <= width, tf.round(width * target / short), target)
-    return tf.cast(tf.stack([scaled_h, scaled_w]), tf.int32)
-
-
 def _sample(num_frames, config, training, seed, num_clips=1):
     if config["sampling"] == "uniform":
         indices = sampling.uniform_sample_tf(
@@ -411,7 +400,7 @@ def _eval_decoder(config):
             return _decode_frames(jpegs, tf.stack([y, x, crop, crop]))
 
         def resize_then_crop():
-            size = _short_side_size(height, width, short_side)
+            size = augment.short_side_size(height, width, short_side)
             frames_ = _resize_uint8(_decode_frames(jpegs), size)
             y, x = augment.centre_crop_offsets(size[0], size[1], crop)
             return frames_[:, y : y + crop, x : x + crop]
@@ -434,7 +423,7 @@ def _test_decoder(config):
         indices = tf.reshape(_sample(num_frames, config, False, None, num_clips), [-1])
         jpegs = tf.gather(frames, indices)
         shape = tf.image.extract_jpeg_shape(jpegs[0])
-        size = _short_side_size(shape[0], shape[1], short_side)
+        size = augment.short_side_size(shape[0], shape[1], short_side)
         decoded = _decode_frames(jpegs)
         decoded = tf.cond(
             tf.reduce_all(tf.equal(size, shape[:2])),
