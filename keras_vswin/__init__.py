@@ -12,6 +12,7 @@ from keras_vswin.convert import (
 from keras_vswin.export import export_saved_model
 from keras_vswin.flops import count_macs
 from keras_vswin.layers import (
+    LayerNorm,
     PatchEmbedding3D,
     PatchMerging3D,
     ShiftedWindowMask3D,
@@ -47,6 +48,7 @@ __all__ = [
     "resize_bias_table",
     "training",
     "weights_info",
+    "LayerNorm",
     "PatchEmbedding3D",
     "PatchMerging3D",
     "StochasticDepth",

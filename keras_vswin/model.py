@@ -7,7 +7,7 @@ import numpy as np
 
 from keras_vswin import windows as win
 from keras_vswin.layers import (
-    LAYER_NORM_EPSILON,
+    LayerNorm,
     PatchEmbedding3D,
     PatchMerging3D,
     ShiftedWindowMask3D,
@@ -180,7 +180,7 @@ def VideoSwin(
             block += 1
         if stage < len(depths) - 1:
             x = PatchMerging3D(dim, name=f"stage{stage}_merging")(x)
-    x = keras.layers.LayerNormalization(epsilon=LAYER_NORM_EPSILON, name="norm")(x)
+    x = LayerNorm(name="norm")(x)
 
     if include_top:
         x = keras.layers.GlobalAveragePooling3D(name="avg_pool")(x)

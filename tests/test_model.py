@@ -217,3 +217,43 @@ def test_mixed_bfloat16_keeps_float32_logits_close(rng):
     logits = mixed(x)
     assert logits.dtype == "float32"
     np.testing.assert_allclose(logits, reference(x), atol=2e-2)
+
+
+@pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
+def test_layer_norm_matches_keras_layer_normalization(rng, policy):
+    x = (3.0 + 2.0 * rng.standard_normal((4, 5, 24))).astype("float32")
+    ours = keras_vswin.LayerNorm(dtype=policy)
+    theirs = keras.layers.LayerNormalization(epsilon=1e-5, dtype=policy)
+    ours.build(x.shape)
+    theirs.build(x.shape)
+    weights = [rng.standard_normal(24).astype("float32") for _ in range(2)]
+    ours.set_weights(weights)
+    theirs.set_weights(weights)
+    got, want = ours(x), theirs(x)
+    assert got.dtype == want.dtype
+    tolerance = 1e-5 if policy == "float32" else 3e-2  # bfloat16 output rounding
+    np.testing.assert_allclose(
+        np.asarray(got, "float32"), np.asarray(want, "float32"), atol=tolerance
+    )
+    # Configurations outside the fast path fall back to Keras' implementation.
+    for kwargs in (dict(axis=1), dict(center=False)):
+        np.testing.assert_allclose(
+            keras_vswin.LayerNorm(**kwargs)(x),
+            keras.layers.LayerNormalization(epsilon=1e-5, **kwargs)(x),
+            atol=1e-5,
+        )
+
+
+def test_chunked_window_attention_equals_whole(rng, monkeypatch):
+    layer = keras_vswin.WindowAttention3D(16, 2, window_size=(2, 3, 3))
+    windows = rng.standard_normal((2 * 6, 18, 16)).astype("float32")  # batch 2, 6 windows
+    mask = np.where(rng.random((6, 18, 18)) < 0.3, -100.0, 0.0).astype("float32")
+    whole = layer(windows, attention_mask=mask)
+    monkeypatch.setattr(keras_vswin.layers, "ATTENTION_CHUNK_BYTES", 2 * 18 * 18 * 4)
+    assert keras_vswin.layers.attention_chunks(6, 2, 18) == 6
+    chunked = layer(windows, attention_mask=mask, num_windows=6)
+    np.testing.assert_allclose(chunked, whole, rtol=1e-5, atol=1e-6)
+    monkeypatch.setattr(keras_vswin.layers, "ATTENTION_CHUNK_BYTES", 3 * 2 * 18 * 18 * 4)
+    assert keras_vswin.layers.attention_chunks(6, 2, 18) == 2
+    chunked = layer(windows, attention_mask=mask, num_windows=6)
+    np.testing.assert_allclose(chunked, whole, rtol=1e-5, atol=1e-6)

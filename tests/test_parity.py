@@ -65,3 +65,36 @@ def test_logits_and_stages_match_torchvision(pair, shape):
         assert diff <= 1e-4 * max(1.0, np.abs(want).max()), f"{name} diverges at stage {i}: {diff}"
     assert logits.shape == ref_logits.shape
     assert np.abs(logits - ref_logits).max() <= TOLERANCE, name
+
+
+# Static input shapes take another path: with logits above `ATTENTION_CHUNK_BYTES` the attention
+# runs in window chunks (forced here with a small limit, batch > 1 included).
+STATIC_CASES = [
+    ((2, 16, 64, 64), 2**20),
+    ((1, 10, 100, 130), 2**20),
+    ((1, 8, 112, 112), None),
+    ((1, 8, 112, 112), 2**20),
+]
+
+
+@pytest.mark.parametrize(
+    "shape,chunk_bytes",
+    STATIC_CASES,
+    ids=[f"{'x'.join(map(str, s))}-{'chunked' if c else 'whole'}" for s, c in STATIC_CASES],
+)
+def test_static_shape_model_matches_torchvision(shape, chunk_bytes, monkeypatch):
+    if chunk_bytes:
+        monkeypatch.setattr(keras_vswin.layers, "ATTENTION_CHUNK_BYTES", chunk_bytes)
+        # A limit that actually splits this clip's first-stage attention.
+        grid = (-(-shape[1] // 2), -(-shape[2] // 4), -(-shape[3] // 4))
+        windows = int(np.prod([-(-g // w) for g, w in zip(grid, (8, 7, 7))]))
+        assert keras_vswin.layers.attention_chunks(windows, 3, min(392, int(np.prod(grid)))) > 1
+    torch.manual_seed(0)
+    reference = video.swin3d_t(weights=None).eval()
+    state = {k: v.detach().numpy() for k, v in reference.state_dict().items()}
+    ours = keras_vswin.VideoSwinT(input_shape=(*shape[1:], 3), classifier_activation=None)
+    assert load_state_dict(ours, state).ok
+    x = np.random.default_rng(2).standard_normal((*shape, 3)).astype("float32")
+    with torch.no_grad():
+        want = reference(torch.from_numpy(x).permute(0, 4, 1, 2, 3)).numpy()
+    assert np.abs(np.asarray(ours(x)) - want).max() <= TOLERANCE
