@@ -15,10 +15,6 @@ PACKAGE = "keras_vswin"
 LAYER_NORM_EPSILON = 1e-5  # the official models use PyTorch's default, not Keras' 1e-3
 
 
-def backend_dtype(dtype):
-    return keras.backend.standardize_dtype(dtype)
-
-
 def _dense_init():
     return keras.initializers.TruncatedNormal(stddev=0.02)
 
@@ -66,7 +62,7 @@ class LayerNorm(keras.layers.LayerNormalization):
         if self.rms_scaling or not self.center or not self.scale or self.axis != [-1]:
             return super().call(inputs)
         x = inputs
-        if backend_dtype(x.dtype) in ("float16", "bfloat16"):
+        if keras.backend.standardize_dtype(x.dtype) in ("float16", "bfloat16"):
             x = ops.cast(x, "float32")
         centred = x - ops.mean(x, axis=-1, keepdims=True)
         variance = ops.mean(ops.square(centred), axis=-1, keepdims=True)
