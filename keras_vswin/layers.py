@@ -216,6 +216,7 @@ class WindowAttention3D(keras.layers.Layer):
         self.attn_drop = keras.layers.Dropout(self.attention_dropout, dtype=policy)
         self.proj_drop = keras.layers.Dropout(self.projection_dropout, dtype=policy)
         self._codes, self._center = win.relative_position_codes(self.window_size)
+        self._plane_index, self._width_index = win.relative_position_factors(self.window_size)
 
     def build(self, input_shape):
         self.relative_position_bias_table = self.add_weight(
@@ -234,23 +235,44 @@ class WindowAttention3D(keras.layers.Layer):
         gathers every block's bias as soon as the graph starts and holds them all (about
         230 MB for Swin-B on 32x224x224).
         """
+        table = self.relative_position_bias_table
+        if anchor is not None:
+            table = table + ops.cast(anchor, table.dtype)
+        if isinstance(num_tokens, int) and num_tokens == int(np.prod(self.window_size)):
+            return self._full_window_bias(table)
         # The official `index[:N, :N]` of the configured window, from the first N token codes.
         if isinstance(num_tokens, int):
             codes = self._codes[:num_tokens]
         else:
             codes = ops.slice(self._codes, (0,), ops.reshape(num_tokens, (1,)))
         index = ops.reshape(codes[:, None] - codes[None, :] + self._center, (-1,))
-        table = self.relative_position_bias_table
-        if anchor is not None:
-            table = table + ops.cast(anchor, table.dtype)
         bias = ops.take(table, index, axis=0)
         bias = ops.reshape(bias, (num_tokens, num_tokens, self.num_heads))
         return ops.transpose(bias, (2, 0, 1))
 
-    def _attend(self, q, k, v, bias, attention_mask, training):
-        """Softmax attention of `(heads, windows, N, head_dim)` queries, keys and values."""
+    def _full_window_bias(self, table):
+        """The bias of full windows, gathered in two levels: first the width offsets of each
+        (depth, height) offset row of the table, a small tensor; then, for every pair of
+        (depth, height) positions, a row of `ww * ww * heads` values.
+
+        Same values as one gather of `N * N` rows, but the table's gradient stays dense: a
+        gather's gradient is sparse, and the optimizer's de-duplication of N * N rows of `heads`
+        values (UnsortedSegmentSum) cost 74 ms of a 2.1 s Swin-T training step. Large rows also
+        gather faster.
+        """
+        wd, wh, ww = self.window_size
+        table = ops.reshape(table, ((2 * wd - 1) * (2 * wh - 1), 2 * ww - 1, self.num_heads))
+        table = ops.take(table, self._width_index, axis=1)  # (rows, ww, ww, heads)
+        bias = ops.take(table, self._plane_index, axis=0)  # (P * P, ww, ww, heads), P = wd * wh
+        planes = wd * wh
+        bias = ops.reshape(bias, (planes, planes, ww, ww, self.num_heads))
+        bias = ops.transpose(bias, (4, 0, 2, 1, 3))  # (heads, query plane, w, key plane, w)
+        return ops.reshape(bias, (self.num_heads, planes * ww, planes * ww))
+
+    def _attention_weights(self, q, k, bias, attention_mask):
+        """Softmax weights `(heads, windows, N, N)` of `(heads, windows, N, head_dim)` q, k."""
         num_tokens = ops.shape(q)[2]
-        logits = ops.matmul(q, ops.transpose(k, (0, 1, 3, 2))) * self.scale + bias[:, None]
+        logits = ops.matmul(q, ops.transpose(k, (0, 1, 3, 2))) * self.scale + bias
         if attention_mask is not None:
             # Flattened so the add is a plain row broadcast (and stays a separate, in-place
             # add: a combined bias + mask would be as large as the logits).
@@ -259,9 +281,12 @@ class WindowAttention3D(keras.layers.Layer):
             logits = logits + ops.cast(ops.reshape(attention_mask, (1, 1, -1)), logits.dtype)
             logits = ops.reshape(logits, (self.num_heads, -1, num_tokens, num_tokens))
         if isinstance(num_tokens, int) and num_tokens == 1:
-            attn = ops.ones_like(logits)  # one-token windows (tiny clips): softmax of one logit
-        else:
-            attn = ops.softmax(logits, axis=-1)
+            return ops.ones_like(logits)  # one-token windows (tiny clips): softmax of one logit
+        return ops.softmax(logits, axis=-1)
+
+    def _attend(self, q, k, v, bias, attention_mask, training):
+        """Softmax attention of `(heads, windows, N, head_dim)` queries, keys and values."""
+        attn = self._attention_weights(q, k, bias, attention_mask)
         attn = self.attn_drop(attn, training=training)
         return ops.matmul(attn, v)
 
@@ -273,37 +298,43 @@ class WindowAttention3D(keras.layers.Layer):
         chunks = 1
         if isinstance(num_windows, int) and isinstance(num_tokens, int):
             chunks = attention_chunks(num_windows, self.num_heads, num_tokens)
-        # Dense layers on 2D token matrices: a plain MatMul + bias, which TF fuses and runs
-        # markedly faster than the tensordot a rank-3 Dense input becomes.
-        qkv = self.qkv(ops.reshape(windows, (-1, self.dim)))
         if chunks > 1:
-            qkv = ops.reshape(qkv, (-1, num_windows, num_tokens * 3 * self.dim))
-            parts = ops.split(qkv, chunks, axis=1)
+            # Split the input, not qkv (three times larger): for one clip, a split along
+            # axis 1 is a view, not a copy.
+            parts = ops.split(
+                ops.reshape(windows, (-1, num_windows, num_tokens * self.dim)), chunks, axis=1
+            )
             masks = [None] * chunks
             if attention_mask is not None:
                 masks = ops.split(attention_mask, chunks, axis=0)
         else:
-            parts, masks = [qkv], [attention_mask]
+            parts, masks = [windows], [attention_mask]
         bias, outputs = None, []
         for part, mask in zip(parts, masks):
-            part = ops.reshape(part, (-1, num_tokens, 3, self.num_heads, self.head_dim))
+            # Dense layers on 2D token matrices: a plain MatMul + bias, which TF fuses and runs
+            # markedly faster than the tensordot a rank-3 Dense input becomes.
+            qkv = self.qkv(ops.reshape(part, (-1, self.dim)))
+            qkv = ops.reshape(qkv, (-1, num_tokens, 3, self.num_heads, self.head_dim))
             # Heads first, `(heads, windows, N, head_dim)`: the bias `(heads, 1, N, N)` then
             # broadcasts over axis 1, the one form oneDNN fuses into the logits matmul
             # together with the scale (one pass over the logits instead of three).
-            part = ops.transpose(part, (2, 3, 0, 1, 4))
+            qkv = ops.transpose(qkv, (2, 3, 0, 1, 4))
             # unstack, not indexing: its gradient is one stack, not three full-size
             # zero-padded slices summed (12% of a Swin-T training step).
-            q, k, v = ops.unstack(part, num=3, axis=0)
+            q, k, v = ops.unstack(qkv, num=3, axis=0)
             if bias is None:
                 anchor = ops.stop_gradient(ops.sum(q[:1, :1, :1, :1])) * 0.0
                 bias = ops.cast(self.relative_position_bias(num_tokens, anchor), q.dtype)
+                # (heads, 1, N, N); expand_dims, not `[:, None]`: the indexing's gradient is
+                # a StridedSliceGrad pass over the whole bias.
+                bias = ops.expand_dims(bias, 1)
             out = self._attend(q, k, v, bias, mask, training)
             out = ops.transpose(out, (1, 2, 0, 3))  # (windows, N, heads, head_dim)
+            out = self.proj(ops.reshape(out, (-1, self.dim)))
             if chunks > 1:  # back to (batch, chunk tokens * dim), the split's layout
                 out = ops.reshape(out, (-1, num_windows // chunks * num_tokens * self.dim))
             outputs.append(out)
         out = outputs[0] if chunks == 1 else ops.concatenate(outputs, axis=1)
-        out = self.proj(ops.reshape(out, (-1, self.dim)))
         out = ops.reshape(out, (-1, num_tokens, self.dim))
         return self.proj_drop(out, training=training)
 

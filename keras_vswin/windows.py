@@ -129,6 +129,23 @@ def relative_position_codes(window_size):
     return codes, int(center)
 
 
+def relative_position_factors(window_size):
+    """The relative position index split into (depth, height) and width parts.
+
+    Returns `(plane_index, width_index)`, int32 `(P * P,)` and `(ww, ww)` with `P = wd * wh`:
+    table row `(dd + wd - 1)(2wh - 1)(2ww - 1) + (dh + wh - 1)(2ww - 1) + (dw + ww - 1)` is
+    `plane_index[p1 * P + p2] * (2ww - 1) + width_index[w1, w2]` for tokens `(p1, w1)` and
+    `(p2, w2)` (p = d * wh + h), i.e. `relative_position_index` for full windows.
+    """
+    wd, wh, ww = window_size
+    d, h = np.meshgrid(np.arange(wd), np.arange(wh), indexing="ij")
+    plane = (d * (2 * wh - 1) + h).reshape(-1)
+    plane_index = plane[:, None] - plane[None, :] + (wd - 1) * (2 * wh - 1) + (wh - 1)
+    width = np.arange(ww)
+    width_index = width[:, None] - width[None, :] + ww - 1
+    return plane_index.reshape(-1).astype("int32"), width_index.astype("int32")
+
+
 @functools.lru_cache(maxsize=16)
 def relative_position_index(window_size):
     """Index into the bias table for every (query, key) pair: int32 `(N, N)`, N = wd*wh*ww.

@@ -257,3 +257,31 @@ def test_chunked_window_attention_equals_whole(rng, monkeypatch):
     assert keras_vswin.layers.attention_chunks(6, 2, 18) == 2
     chunked = layer(windows, attention_mask=mask, num_windows=6)
     np.testing.assert_allclose(chunked, whole, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("window", [(2, 3, 3), (8, 7, 7)])
+def test_full_window_bias_equals_the_official_index(rng, window):
+    layer = keras_vswin.WindowAttention3D(8, 2, window_size=window)
+    layer.build((None, None, 8))
+    table = rng.standard_normal(layer.relative_position_bias_table.shape).astype("float32")
+    layer.relative_position_bias_table.assign(table)
+    tokens = int(np.prod(window))
+    index = keras_vswin.windows.relative_position_index(window)
+    expected = table[index].transpose(2, 0, 1)
+    np.testing.assert_array_equal(layer.relative_position_bias(tokens), expected)
+    # Clipped windows keep the official `index[:N, :N]`.
+    np.testing.assert_array_equal(layer.relative_position_bias(5), expected[:, :5, :5])
+    # Full windows give the table a dense gradient (a sparse one costs the optimizer a
+    # de-duplication of N * N rows), equal to the gather's.
+    upstream = tf.constant(rng.standard_normal(expected.shape).astype("float32"))
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(layer.relative_position_bias(tokens) * upstream)
+    grad = tape.gradient(loss, layer.relative_position_bias_table)
+    assert isinstance(grad, tf.Tensor)
+    reference = tf.Variable(table)
+    with tf.GradientTape() as tape:
+        gathered = tf.reshape(tf.gather(reference, index.reshape(-1)), (tokens, tokens, 2))
+        loss = tf.reduce_sum(tf.transpose(gathered, (2, 0, 1)) * upstream)
+    np.testing.assert_allclose(
+        grad, tf.convert_to_tensor(tape.gradient(loss, reference)), rtol=1e-5, atol=5e-5
+    )

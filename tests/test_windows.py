@@ -122,3 +122,14 @@ def test_relative_position_index_by_hand():
     # The diagonal (zero offset) is the table's centre row.
     assert set(np.diag(index)) == {7 * 13 * 13 + 6 * 13 + 6}
     assert win.bias_table_size((16, 7, 7)) == 5239
+
+
+@pytest.mark.parametrize("window", [(8, 7, 7), (2, 3, 4), (3, 1, 2), (1, 1, 1)])
+def test_relative_position_factors_rebuild_the_index(window):
+    plane_index, width_index = win.relative_position_factors(window)
+    planes, ww = window[0] * window[1], window[2]
+    plane_index = plane_index.reshape(planes, planes)
+    # Token t = plane * ww + w; the table row is plane row * (2ww - 1) + width offset.
+    rebuilt = plane_index[:, None, :, None] * (2 * ww - 1) + width_index[None, :, None, :]
+    expected = win.relative_position_index(window)
+    np.testing.assert_array_equal(rebuilt.reshape(expected.shape), expected)
