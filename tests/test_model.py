@@ -285,3 +285,35 @@ def test_full_window_bias_equals_the_official_index(rng, window):
     np.testing.assert_allclose(
         grad, tf.convert_to_tensor(tape.gradient(loss, reference)), rtol=1e-5, atol=5e-5
     )
+
+
+@pytest.mark.parametrize("tokens, masked", [(18, True), (18, False), (12, True), (1, False)])
+def test_training_attention_gradient_equals_autodiff(rng, monkeypatch, tokens, masked):
+    """Training uses a hand-written attention gradient. Without dropout its forward is the
+    inference forward, whose gradient TF derives itself: both must agree."""
+    layer = keras_vswin.WindowAttention3D(16, 2, window_size=(2, 3, 3))
+    windows = tf.constant(rng.standard_normal((2 * 4, tokens, 16)).astype("float32"))
+    mask = np.where(rng.random((4, tokens, tokens)) < 0.3, -100.0, 0.0).astype("float32")
+    mask = tf.constant(mask) if masked else None
+    weights = tf.constant(rng.standard_normal((2 * 4, tokens, 16)).astype("float32"))
+    calls = []
+    short = layer._attend_with_short_gradient
+    monkeypatch.setattr(
+        layer, "_attend_with_short_gradient", lambda *a: calls.append(1) or short(*a)
+    )
+    results = {}
+    for training in (True, False):
+        with tf.GradientTape() as tape:
+            tape.watch(windows)
+            out = layer(windows, attention_mask=mask, training=training)
+            loss = tf.reduce_sum(tf.sin(out * weights))
+        grads = tape.gradient(loss, [windows, *layer.trainable_weights])
+        # One-token windows: the softmax is 1, so TF gives the bias table no gradient.
+        zeros = [tf.zeros_like(w) for w in [windows, *layer.trainable_weights]]
+        results[training] = [
+            out,
+            *(tf.convert_to_tensor(g) if g is not None else z for g, z in zip(grads, zeros)),
+        ]
+    assert calls == [1]
+    for got, want in zip(results[True], results[False], strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-7)
