@@ -289,7 +289,9 @@ class WindowAttention3D(keras.layers.Layer):
 
     def _attend(self, q, k, v, bias, attention_mask, training):
         """Softmax attention of `(heads, windows, N, head_dim)` queries, keys and values."""
-        if training and not self.attention_dropout:
+        # The TensorFlow and PyTorch backends are tested with the hand-written gradient; JAX's
+        # custom_vjp may not accept the mask this closure captures, so JAX differentiates.
+        if training and not self.attention_dropout and keras.backend.backend() != "jax":
             return self._attend_with_short_gradient(q, k, v, bias, attention_mask)
         attn = self._attention_weights(q, k, bias, attention_mask)
         attn = self.attn_drop(attn, training=training)
