@@ -29,6 +29,8 @@ import sys
 import tempfile
 import time
 
+from benchmarks import write_results
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
@@ -218,9 +220,7 @@ def main(argv=None):
             results["parity_clip"] = [1, args.frames, args.size, args.size, 3]
             for name, diff in results["parity"].items():
                 print(f"  parity {name}: max |Keras - PyTorch| = {diff:.2e}")
-    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-    with open(args.json, "w") as f:
-        json.dump(results, f, indent=2)
+    write_results(args.json, results)
     print(f"wrote {args.json}")
     return 0
 

@@ -25,7 +25,6 @@ gradients, shapes and texture, so both decoders do realistic work. Prints a tabl
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shutil
@@ -34,6 +33,8 @@ import tempfile
 import time
 
 import numpy as np
+
+from benchmarks import write_results
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
@@ -326,9 +327,7 @@ def main(argv=None):
     width_col = max(len(name) for name, _ in rows)
     for name, value in rows:
         print(f"  {name:<{width_col}}  {value:>8}")
-    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-    with open(args.json, "w") as handle:
-        json.dump(results, handle, indent=2)
+    write_results(args.json, results)
     print(f"wrote {args.json}")
     return 0
 

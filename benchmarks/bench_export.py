@@ -29,6 +29,8 @@ import statistics
 import tempfile
 import time
 
+from benchmarks import write_results
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 KINDS = ("saved_model_float", "saved_model_uint8", "keras")
@@ -162,23 +164,20 @@ def main(argv=None):
             *(f"{r[k + '_s']:.3f} ({r[k + '_min_s']:.3f})" for k in KINDS),
         )
         print(" | ".join(f"{v:>16}" for v in values))
-    os.makedirs(os.path.dirname(args.output) or ".", exist_ok=True)
-    with open(args.output, "w") as f:
-        json.dump(
-            {
-                "variant": args.variant,
-                "clip": [1, args.frames, args.size, args.size, 3],
-                "uint8_video": list(video.shape),
-                "reps": args.reps,
-                "cpu": cpu_name(),
-                "cpu_count": os.cpu_count(),
-                "tensorflow": tf.__version__,
-                "load_average_before_after": [load_before[0], os.getloadavg()[0]],
-                "rows": rows,
-            },
-            f,
-            indent=2,
-        )
+    write_results(
+        args.output,
+        {
+            "variant": args.variant,
+            "clip": [1, args.frames, args.size, args.size, 3],
+            "uint8_video": list(video.shape),
+            "reps": args.reps,
+            "cpu": cpu_name(),
+            "cpu_count": os.cpu_count(),
+            "tensorflow": tf.__version__,
+            "load_average_before_after": [load_before[0], os.getloadavg()[0]],
+            "rows": rows,
+        },
+    )
     print(f"wrote {args.output}")
 
 

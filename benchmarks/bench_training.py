@@ -26,6 +26,8 @@ import sys
 import tempfile
 import time
 
+from benchmarks import write_results
+
 MODES = {
     "float32": dict(policy=None, jit=False),
     "bfloat16": dict(policy="mixed_bfloat16", jit=False),
@@ -183,9 +185,7 @@ def main(argv=None):
                 f"training); held-out top-1 {accuracy} (chance {demo['chance']:.1%})"
             )
     results["machine"]["load_average_end"] = os.getloadavg()
-    os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
-    with open(args.json, "w") as handle:
-        json.dump(results, handle, indent=2)
+    write_results(args.json, results)
     print(f"written: {args.json}")
     return 0
 

@@ -9,13 +9,14 @@ repetition and medians reported. Peak memory is measured in a fresh process per 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
 import subprocess
 import sys
 import time
+
+from benchmarks import write_results
 
 # torch and torchvision must be imported before TensorFlow (the other order crashes).
 try:
@@ -393,11 +394,7 @@ def main(argv=None):
         "rows": rows,
         "peak_memory_swin_b_32x224": memory,
     }
-    os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
-    tmp = args.json + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(result, f, indent=2)
-    os.replace(tmp, args.json)
+    write_results(args.json, result)
     print(f"\nwrote {args.json}")
     return 0
 
