@@ -8,7 +8,7 @@ python benchmarks/bench_convert.py --variant T --skip-parity
 
 1. A random-weight torchvision `swin3d_b` state dict is renamed to the official layout, wrapped
    like a released file (`state_dict` + `meta`) and written with `torch.save`.
-2. A fresh process converts it the way `python -m conversion.convert` does and times each stage:
+2. A fresh process converts it the way `keras-vswin convert` does and times each stage:
    read (safe reader, no unpickling of code), map (architecture inference, model build, strict
    load), write (`.weights.h5`, temporary file + rename); then loading the written file into a
    new model. Peak memory is that process's peak RSS (VmHWM), shown next to its RSS after
@@ -61,9 +61,9 @@ def _peak_rss_mib():
 def child(source, destination):
     """Convert `source` to `destination` (.weights.h5) and print the figures as JSON."""
     import keras_vswin  # noqa: F401  (TensorFlow and Keras initialised before the baseline)
-    from keras_vswin import convert
+    from keras_vswin import convert, weights
+    from keras_vswin.atomic import atomic_path
     from keras_vswin.model import VideoSwin
-    from keras_vswin.weights import atomic_path
 
     baseline = _rss_mib()
     started = time.perf_counter()
@@ -72,7 +72,7 @@ def child(source, destination):
     after_read = _rss_mib()
 
     started = time.perf_counter()
-    model, report, arch = convert.convert_state_dict(state_dict, classifier_activation=None)
+    model, report, arch = weights.convert_state_dict(state_dict, classifier_activation=None)
     map_s = time.perf_counter() - started
     assert report.ok, report.summary()
     del state_dict
@@ -120,7 +120,7 @@ def parity(torch, video, frames, size, b_path=None, b_reference=None):
     """max |Keras - PyTorch| per layout on one random clip."""
     import numpy as np
 
-    from keras_vswin import convert
+    from keras_vswin import convert, weights
 
     clip = np.random.default_rng(0).standard_normal((1, frames, size, size, 3)).astype("float32")
     x = torch.from_numpy(clip).permute(0, 4, 1, 2, 3)
@@ -138,7 +138,7 @@ def parity(torch, video, frames, size, b_path=None, b_reference=None):
             path = os.path.join(tmp, f"{layout}.pth")
             renamed = convert.from_canonical(canonical, layout)
             torch.save({k: torch.from_numpy(v.copy()) for k, v in renamed.items()}, path)
-            model, report, arch = convert.convert_checkpoint(path, classifier_activation=None)
+            model, report, arch = weights.convert_checkpoint(path, classifier_activation=None)
             out = np.asarray(model(clip))
             if arch["classes"] is None:
                 diff = np.abs(out.mean(axis=(1, 2, 3)) - features).max()
@@ -146,7 +146,7 @@ def parity(torch, video, frames, size, b_path=None, b_reference=None):
                 diff = np.abs(out - logits).max()
             results[f"T/{layout}"] = float(diff)
     if b_path is not None:
-        model, _, _ = convert.convert_checkpoint(b_path, classifier_activation=None)
+        model, _, _ = weights.convert_checkpoint(b_path, classifier_activation=None)
         with torch.no_grad():
             expected = b_reference(x).numpy()
         results["B/official"] = float(np.abs(np.asarray(model(clip)) - expected).max())

@@ -6,7 +6,8 @@ python benchmarks/bench_data.py --videos 32 --clips 128 --json bench_results/dat
 ```
 
 What it measures, in one run on this machine:
-1. writer: `tfrecords.write` (PyAV decode, short side 256, JPEG q90) over the videos, videos/s;
+1. writer: `keras-vswin write-shards` (PyAV decode, short side 256, JPEG q90) over the videos,
+   videos/s;
 2. shards: `keras_vswin.data.train_dataset` producing 32x224x224 normalised training clips
    (dense sampling 32x2, RandomResizedCrop, flip), clips/s after a warm-up batch;
 3. direct: the same kind of clips decoded straight from the mp4 files with PyAV, the way most
@@ -205,7 +206,7 @@ def main(argv=None):
 
     import tensorflow as tf
 
-    from tfrecords import write
+    from keras_vswin.data import write_shards as write
 
     width, height = (int(v) for v in args.size.lower().split("x"))
     clip_len, frame_interval, crop, short_side = 32, 2, 224, 256

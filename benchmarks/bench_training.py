@@ -1,7 +1,7 @@
 """Training step time and peak memory (float32 vs mixed bfloat16 vs XLA), and the demo.
 
 Each mode runs in a fresh process: a randomly initialised Video Swin (T by default) compiled as
-`python -m training.train` compiles it (`ParamGroupAdamW` with the recipe's parameter groups,
+`keras-vswin train` compiles it (`ParamGroupAdamW` with the recipe's parameter groups,
 categorical cross-entropy, top-1/top-5 metrics; `jit_compile` for XLA), then `train_on_batch`
 on random clips. The first step (tracing, XLA compilation) is reported on its own; the step time
 is the median (and minimum) of `--steps` further steps. Peak memory is the process high-water
@@ -40,7 +40,7 @@ import json, os, resource, statistics, sys, time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras, numpy as np
 import keras_vswin
-from keras_vswin import training as vt
+from keras_vswin import finetune as vt
 
 args = json.loads(sys.argv[1])
 

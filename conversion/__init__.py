@@ -1,2 +1,3 @@
-"""Runnable conversion workflows: `python -m conversion.convert`, `python -m conversion.verify`
-(and `python -m conversion.export`). Each has `--help`."""
+"""Conversion workflows of the repo: `python -m conversion.convert`, `python -m conversion.export`,
+`python -m conversion.verify`. The code lives in `keras_vswin.cli` (installed, also reachable as
+`keras-vswin convert|export|verify`)."""

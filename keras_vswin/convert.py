@@ -9,8 +9,9 @@ Conversion is two small tables and a few pure functions over them:
 Array layouts are fixed by the kind of Keras variable (Conv3D/Dense kernels are transposed).
 On top of the tables: `infer_architecture` (the `VideoSwin` arguments a state dict implies),
 `load_state_dict` (strict loading with a `LoadReport`), `resize_bias_table` (window change when
-fine-tuning), `inflate_2d_checkpoint` (ImageNet Swin -> Video Swin, paper section 3.4) and
-`convert_state_dict` / `convert_checkpoint` (file -> ready Keras model).
+fine-tuning) and `inflate_2d_checkpoint` (ImageNet Swin -> Video Swin, paper section 3.4).
+Building a model from a checkpoint (`convert_checkpoint`) sits above, in `keras_vswin.weights`:
+this module never imports the model.
 
 Arrays are NumPy throughout; nothing here imports torch. Checkpoint files are read by the safe
 reader of `keras_vswin.checkpoint_reader` (no arbitrary unpickling).
@@ -25,6 +26,7 @@ import re
 
 import numpy as np
 
+from keras_vswin import checkpoint_reader as reader
 from keras_vswin import windows as win
 
 logger = logging.getLogger("keras_vswin")
@@ -56,7 +58,7 @@ LAYOUTS = {
 }
 
 # Canonical -> layout, the inverse of `LAYOUTS` (used to write checkpoints of any layout, e.g.
-# for `conversion.verify` and the tests). A None replacement drops the key.
+# for `keras-vswin verify` and the tests). A None replacement drops the key.
 EXPORT_LAYOUTS = {
     "official": [
         (r"^head\.", "cls_head.fc_cls."),
@@ -900,8 +902,6 @@ def read_state_dict(path):
     classes, it is read again with those objects as inert placeholders (still nothing is
     imported or called) and a warning names the class; the weights themselves must be arrays.
     """
-    from keras_vswin import checkpoint_reader as reader
-
     try:
         checkpoint = reader.load_checkpoint(path)
     except reader.UnsafeCheckpointError as e:
@@ -915,110 +915,6 @@ def read_state_dict(path):
     return reader.state_dict_from_checkpoint(checkpoint)
 
 
-def convert_state_dict(
-    state_dict,
-    layout=None,
-    classes=None,
-    skip_head=False,
-    include_top=None,
-    window_size=None,
-    resize_method="bicubic",
-    patch_size=None,
-    inflation="inflate",
-    classifier_activation="softmax",
-    **model_kwargs,
-):
-    """Build the `VideoSwin` a state dict describes and load it strictly.
-
-    Args:
-        state_dict: a Video Swin state dict of any layout, or an image Swin one (then inflated:
-            `patch_size` default (2, 4, 4), `window_size` default (8, 7, 7), `inflation`).
-        layout: the layout, detected when None.
-        classes: head size; None keeps the checkpoint's (no head if it has none). A different
-            count needs `skip_head=True` (a fresh head).
-        skip_head: do not load the checkpoint's head.
-        include_top: None = a head when the checkpoint has one or `classes` is given.
-        window_size: None keeps the checkpoint's window; another window resizes the bias
-            tables (`resize_bias_table` with `resize_method`).
-        classifier_activation: the head's activation.
-        **model_kwargs: more `VideoSwin` arguments (e.g. `input_shape`, `drop_path_rate`).
-
-    Returns:
-        `(model, report, architecture)`: the Keras model, the `LoadReport` and the inferred
-        architecture.
-    """
-    from keras_vswin.model import VARIANTS, VideoSwin
-
-    if is_2d_state_dict(state_dict):
-        arch = infer_2d_architecture(state_dict)
-        arch.update(
-            patch_size=tuple(patch_size or (2, *arch["patch_size"])),
-            window_size=tuple(window_size or (8, 7, 7)),
-            classes=None,
-            layout="2d",
-        )
-        skip_head = True
-    else:
-        arch = infer_architecture(state_dict, layout)
-    head_classes = classes if classes is not None else arch["classes"]
-    if include_top is None:
-        include_top = head_classes is not None
-    if include_top and head_classes is None:
-        raise ValueError("The checkpoint has no head: pass classes=N for a new head.")
-    if not include_top:
-        skip_head = True
-    elif arch["classes"] is not None and head_classes != arch["classes"] and not skip_head:
-        raise ValueError(
-            f"The checkpoint's head has {arch['classes']} classes, not classes={classes}: pass "
-            "skip_head=True to fine-tune with a new head, or include_top=False."
-        )
-    config = {k: arch[k] for k in MODEL_ARGUMENTS}
-    if window_size is not None:
-        config["window_size"] = tuple(window_size)
-    variant = variant_of(config)
-    if variant is not None:
-        model_kwargs.setdefault("drop_path_rate", VARIANTS[variant]["drop_path_rate"])
-        model_kwargs.setdefault("name", f"video_swin_{variant.lower()}")
-    model = VideoSwin(
-        **config,
-        include_top=include_top,
-        classes=head_classes if include_top else 400,
-        classifier_activation=classifier_activation,
-        **model_kwargs,
-    )
-    if arch["layout"] == "2d":
-        report = load_2d_state_dict(model, state_dict, method=inflation)
-    else:
-        report = load_state_dict(
-            model,
-            state_dict,
-            layout=arch["layout"],
-            skip_head=skip_head,
-            resize_window=config["window_size"] != arch["window_size"],
-            resize_method=resize_method,
-        )
-    return model, report, arch
-
-
-def same_backbone(variant, arch):
-    """Whether two architectures have the same embed_dim, depths and num_heads."""
-    return all(
-        np.array_equal(variant[key], arch[key]) for key in ("embed_dim", "depths", "num_heads")
-    )
-
-
-def convert_checkpoint(path, **kwargs):
-    """`convert_state_dict(read_state_dict(path), **kwargs)`."""
-    return convert_state_dict(read_state_dict(path), **kwargs)
-
-
-def variant_of(arch):
-    """The `VARIANTS` name ("T", "S", "B", "L") an architecture is, or None."""
-    from keras_vswin.model import VARIANTS
-
-    return next((name for name, v in VARIANTS.items() if same_backbone(v, arch)), None)
-
-
 __all__ = [
     "CANONICAL_TO_KERAS",
     "EXPORT_LAYOUTS",
@@ -1026,8 +922,6 @@ __all__ = [
     "LoadReport",
     "bicubic_matrix",
     "canonical_keys",
-    "convert_checkpoint",
-    "convert_state_dict",
     "detect_layout",
     "from_canonical",
     "infer_2d_architecture",

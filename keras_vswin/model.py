@@ -89,17 +89,18 @@ def VideoSwin(
     drop_path_rate=0.1,
     patch_norm=True,
     include_top=True,
-    weights=None,
     input_shape=None,
+    input_tensor=None,
     pooling=None,
-    classes=None,
+    classes=400,
     classifier_activation="softmax",
     head_dropout_rate=0.5,
     remat=False,
-    skip_head=False,
     name="video_swin",
 ):
-    """Build a Video Swin Transformer of any configuration.
+    """Build the architecture of a Video Swin Transformer of any configuration (random weights).
+
+    `keras_vswin.VideoSwin` adds `weights=` (pretrained weights) on top of this function.
 
     Args:
         embed_dim: channels C of the first stage (doubled after every patch merging).
@@ -114,18 +115,15 @@ def VideoSwin(
         drop_path_rate: stochastic depth of the last block; rates grow linearly from 0.
         patch_norm: LayerNorm after the patch embedding.
         include_top: whether to add the classification head.
-        weights: None (random), a registry name such as "kinetics400", or the path of a
-            `.pth`, `.keras` or `.weights.h5` file.
         input_shape: `(frames, height, width, 3)`; None entries (the default for all three) make
             the model accept any clip size.
+        input_tensor: a Keras tensor (`keras.Input(...)` or a layer's output) to use as the
+            model's input instead of a new `keras.Input`, as in `keras.applications`.
         pooling: with `include_top=False`: None returns the feature map
             `(batch, T', H', W', channels)`, "avg"/"max" return `(batch, channels)`.
-        classes: number of classes of the head; None takes the class count of registry
-            `weights` (e.g. 174 for "something_something_v2"), else 400.
+        classes: number of classes of the head.
         classifier_activation: activation of the head ("softmax", None for logits, ...).
         head_dropout_rate: dropout before the head's Dense layer.
-        skip_head: with `weights`, load only the backbone and keep a fresh head of `classes`
-            outputs (fine-tuning on a new label set); the skipped head is logged.
         remat: recompute each block's activations in the backward pass instead of keeping them
             (activation checkpointing): less training memory for about 1/3 more compute.
         name: model name.
@@ -137,24 +135,16 @@ def VideoSwin(
     depths, num_heads = _check_architecture(embed_dim, depths, num_heads, mlp_ratio, drop_path_rate)
     patch_size = _triple(patch_size, "patch_size")
     window_size = _triple(window_size, "window_size")
-    input_shape = _check_input_shape(input_shape)
     if pooling not in POOLINGS:
         raise ValueError(f"`pooling` must be one of {POOLINGS}, got {pooling!r}.")
-    if classes is None:
-        from keras_vswin.presets import PRESETS
-
-        classes = (
-            PRESETS[weights]["classes"] if isinstance(weights, str) and weights in PRESETS else 400
-        )
-    if include_top and (not isinstance(classes, int | np.integer) or classes <= 0):
+    if include_top and (
+        isinstance(classes, bool) or not isinstance(classes, int | np.integer) or classes <= 0
+    ):
         raise ValueError(
             f"`classes` must be a positive int when include_top=True, got {classes!r}."
         )
-
-    inputs = keras.Input(shape=input_shape, name="video")
-    x = PatchEmbedding3D(patch_size, embed_dim, patch_norm=patch_norm, name="patch_embedding")(
-        inputs
-    )
+    inputs, x = _model_input(input_shape, input_tensor)
+    x = PatchEmbedding3D(patch_size, embed_dim, patch_norm=patch_norm, name="patch_embedding")(x)
     if dropout_rate:
         x = keras.layers.Dropout(dropout_rate, name="pos_drop")(x)
     rates = np.linspace(0.0, drop_path_rate, sum(depths))
@@ -198,47 +188,38 @@ def VideoSwin(
         x = keras.layers.GlobalAveragePooling3D(name="avg_pool")(x)
     elif pooling == "max":
         x = keras.layers.GlobalMaxPooling3D(name="max_pool")(x)
-
-    model = keras.Model(inputs, x, name=name)
-    if weights is not None:
-        from keras_vswin.weights import load_weights
-
-        load_weights(model, weights, include_top=include_top, classes=classes, skip_head=skip_head)
-    return model
+    return keras.Model(inputs, x, name=name)
 
 
-def _variant(variant, kwargs, weights=None, **arguments):
-    config = dict(VARIANTS[variant])
-    if weights is not None:
-        # A registry entry may fix parts of the architecture (e.g. the 16x7x7 SSv2 window).
-        from keras_vswin.weights import pretrained_overrides
-
-        config.update(pretrained_overrides(variant, weights))
-    config.update(kwargs)
-    config.setdefault("name", f"video_swin_{variant.lower()}")
-    return VideoSwin(weights=weights, **arguments, **config)
-
-
-# The keras.applications-style constructors: the variant table plus the conventional arguments.
-def VideoSwinT(include_top=True, weights=None, input_shape=None, pooling=None, classes=None,
-               classifier_activation="softmax", **kwargs):  # fmt: skip
-    """Video Swin-T (28.2M parameters). Arguments as in `VideoSwin`."""
-    return _variant("T", **locals())
-
-
-def VideoSwinS(include_top=True, weights=None, input_shape=None, pooling=None, classes=None,
-               classifier_activation="softmax", **kwargs):  # fmt: skip
-    """Video Swin-S (49.8M parameters). Arguments as in `VideoSwin`."""
-    return _variant("S", **locals())
+def _model_input(input_shape, input_tensor):
+    """`(model inputs, first tensor)` from `input_shape` and/or `input_tensor`."""
+    if input_tensor is None:
+        inputs = keras.Input(shape=_check_input_shape(input_shape), name="video")
+        return inputs, inputs
+    if not keras.backend.is_keras_tensor(input_tensor):
+        raise ValueError(
+            "`input_tensor` must be a Keras tensor (from keras.Input or a layer), got "
+            f"{type(input_tensor).__name__}."
+        )
+    shape = tuple(input_tensor.shape[1:])
+    _check_input_shape(shape)
+    if input_shape is not None and tuple(_check_input_shape(input_shape)) != shape:
+        raise ValueError(
+            f"`input_shape`={tuple(input_shape)!r} disagrees with `input_tensor`'s shape "
+            f"{shape!r}; pass one of them."
+        )
+    # As in keras.applications: the model starts at the graph inputs `input_tensor` comes from.
+    inputs = keras.utils.get_source_inputs(input_tensor)
+    return (inputs[0] if len(inputs) == 1 else inputs), input_tensor
 
 
-def VideoSwinB(include_top=True, weights=None, input_shape=None, pooling=None, classes=None,
-               classifier_activation="softmax", **kwargs):  # fmt: skip
-    """Video Swin-B (88.1M parameters). Arguments as in `VideoSwin`."""
-    return _variant("B", **locals())
+def same_backbone(variant, arch):
+    """Whether two architectures have the same embed_dim, depths and num_heads."""
+    return all(
+        np.array_equal(variant[key], arch[key]) for key in ("embed_dim", "depths", "num_heads")
+    )
 
 
-def VideoSwinL(include_top=True, weights=None, input_shape=None, pooling=None, classes=None,
-               classifier_activation="softmax", **kwargs):  # fmt: skip
-    """Video Swin-L (197.0M parameters). Arguments as in `VideoSwin`."""
-    return _variant("L", **locals())
+def variant_of(arch):
+    """The `VARIANTS` name ("T", "S", "B", "L") an architecture is, or None."""
+    return next((name for name, v in VARIANTS.items() if same_backbone(v, arch)), None)

@@ -45,7 +45,7 @@ VARIANTS = ("T", "S", "B", "L")
 
 def build_parser():
     parser = argparse.ArgumentParser(
-        prog="python -m keras_vswin.predict",
+        prog="keras-vswin predict",
         description="Classify video files with the official multi-view test protocol.",
     )
     parser.add_argument("videos", nargs="+", metavar="VIDEO", help="video files to classify")

@@ -1,6 +1,6 @@
 """Video file decoding and encoding with PyAV.
 
-Shared by the TFRecord writer (`python -m tfrecords.write`), the prediction command and the tests.
+Shared by the TFRecord writer (`keras-vswin write-shards`), the prediction command and the tests.
 Frames are RGB `uint8` arrays of shape `(height, width, 3)`; a decoded video is
 `(frames, height, width, 3)`. Every decoder (H.264/HEVC/VP9/AV1, ...) and container
 (mp4/mkv/webm/avi, ...) that PyAV's bundled FFmpeg reads is supported; grayscale, paletted and

@@ -26,19 +26,22 @@ and logs what it skipped. `VideoSwinB(weights="kinetics400", classes=10)` raises
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import http.client
 import json
 import logging
 import os
 import re
+import socket
 import sys
 import tempfile
 import time
 import urllib.error
 import urllib.request
 
-from keras_vswin import convert
+from keras_vswin import atomic, convert
+from keras_vswin.model import VARIANTS, VideoSwin, same_backbone, variant_of
 from keras_vswin.presets import PRESETS
 
 logger = logging.getLogger("keras_vswin")
@@ -79,8 +82,6 @@ def weights_info(name, variant):
     `classes`, `labels`, `window_size`, `views`, `preprocessing`, `pretrain`, `top1`, `top5`,
     `sha256`, `description`.
     """
-    from keras_vswin.model import VARIANTS
-
     entry = _entry(name)
     if variant not in entry["variants"]:
         raise ValueError(
@@ -123,55 +124,85 @@ def _is_checkpoint_path(path):
     return path.lower().endswith(_CHECKPOINT_SUFFIXES)
 
 
-def pretrained_overrides(variant, weights):
-    """Architecture settings that `weights` fix for the model size `variant`.
+@dataclasses.dataclass
+class WeightsSource:
+    """What a `weights=` argument names, resolved once (a checkpoint is read at most once).
 
-    Registry names: checks the size exists for that name (a `ValueError` lists the sizes that
-    do) and returns `{"window_size": ...}` (e.g. (16, 7, 7) for "something_something_v2").
-    Local `.pth` files: returns the checkpoint's window (the file is read once; `load_weights`
-    reuses what was read). Other values: `{}`.
+    Attributes:
+        spec: the registry name or the file path, as given.
+        kind: "registry", "checkpoint" (`.pth`/`.pt`), "keras" or "weights_h5".
+        state_dict: a checkpoint's arrays once read (by `overrides`), reused by `load_weights`.
     """
-    if weights is None:
-        return {}
-    path = os.fspath(weights)
-    if path in PRESETS:
-        return {"window_size": weights_info(path, variant)["window_size"]}
-    if not os.path.exists(path):
-        _entry(path)  # raises the "not a registry name" error
-    if os.path.isfile(path) and _is_checkpoint_path(path):
-        state_dict = _read_checkpoint(path, keep=True)
+
+    spec: str
+    kind: str
+    state_dict: dict | None = None
+
+    @property
+    def classes(self):
+        """The class count registry weights come with (None for files)."""
+        return PRESETS[self.spec]["classes"] if self.kind == "registry" else None
+
+    def read(self):
+        """The checkpoint's state dict (read on first use)."""
+        if self.state_dict is None:
+            self.state_dict = convert.read_state_dict(self.spec)
+        return self.state_dict
+
+    def overrides(self, variant):
+        """Architecture settings these weights fix for the model size `variant`.
+
+        Registry names: checks the size exists for that name (a `ValueError` lists the sizes
+        that do) and returns `{"window_size": ...}` (e.g. (16, 7, 7) for
+        "something_something_v2"). `.pth` files: the checkpoint's window. Others: `{}`.
+        """
+        if self.kind == "registry":
+            return {"window_size": weights_info(self.spec, variant)["window_size"]}
+        if self.kind != "checkpoint":
+            return {}
+        state_dict = self.read()
         if convert.is_2d_state_dict(state_dict):
             return {}
         arch = convert.infer_architecture(state_dict)
-        found = convert.variant_of(arch)
+        found = variant_of(arch)
         if found is not None and found != variant:
             raise ValueError(
-                f"weights={path!r} is a Video Swin-{found} checkpoint; build it with "
+                f"weights={self.spec!r} is a Video Swin-{found} checkpoint; build it with "
                 f"VideoSwin{found}(weights=...), not VideoSwin{variant}."
             )
         return {"window_size": arch["window_size"]}
-    return {}
 
 
-# A checkpoint read by `pretrained_overrides`, reused by the `load_weights` call that follows in
-# the same model constructor (one slot: a state dict can be hundreds of MB).
-_READ_AHEAD = {}
+def resolve(weights):
+    """A `WeightsSource` for a `weights=` argument (None stays None).
+
+    Raises:
+        ValueError: `weights` is neither a registry name nor an existing supported file.
+    """
+    if weights is None or isinstance(weights, WeightsSource):
+        return weights
+    path = os.fspath(weights)
+    if path in PRESETS:
+        return WeightsSource(path, "registry")
+    if not os.path.isfile(path):
+        _entry(path)  # raises the "not a registry name" error
+    if path.endswith(".weights.h5"):
+        return WeightsSource(path, "weights_h5")
+    if path.endswith(".keras"):
+        return WeightsSource(path, "keras")
+    if _is_checkpoint_path(path):
+        return WeightsSource(path, "checkpoint")
+    raise ValueError(
+        f"weights={path!r}: expected a registry name ({', '.join(list_weights())}), or a .pth, "
+        ".pt, .keras or .weights.h5 file."
+    )
 
 
-def _file_key(path):
-    stat = os.stat(path)
-    return (os.path.realpath(path), stat.st_size, stat.st_mtime_ns)
-
-
-def _read_checkpoint(path, keep=False):
-    key = _file_key(path)
-    state_dict = _READ_AHEAD.pop(key, None)
-    _READ_AHEAD.clear()
-    if state_dict is None:
-        state_dict = convert.read_state_dict(path)
-    if keep:
-        _READ_AHEAD[key] = state_dict
-    return state_dict
+def pretrained_overrides(variant, weights):
+    """Architecture settings that `weights` fix for the model size `variant` (see
+    `WeightsSource.overrides`); `{}` for None."""
+    source = resolve(weights)
+    return source.overrides(variant) if source is not None else {}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -188,42 +219,6 @@ def cache_dir():
         directory = os.path.join(keras_home, "models", "keras_vswin")
     os.makedirs(directory, exist_ok=True)
     return directory
-
-
-def _fsync_directory(directory):
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-@contextlib.contextmanager
-def atomic_path(path):
-    """Yield a temporary path next to `path`; when the block succeeds, move it onto `path`.
-
-    The temporary name keeps the suffixes Keras checks (`.weights.h5`, `.keras`). The file is
-    fsynced, then renamed (atomic on POSIX), so readers see the old file or the complete new one,
-    never a partial one. On error the temporary file is removed.
-    """
-    path = os.path.abspath(os.fspath(path))
-    directory, base = os.path.split(path)
-    os.makedirs(directory, exist_ok=True)
-    suffix = next(
-        (s for s in (".weights.h5", ".keras") if base.endswith(s)), os.path.splitext(base)[1]
-    )
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{base}.", suffix=f".tmp{suffix}")
-    os.close(fd)
-    try:
-        yield tmp
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_directory(directory)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def sha256_of(path):
@@ -297,12 +292,21 @@ def _fetch(url, part, progress, timeout):
         raise ConnectionError(f"connection closed after {size} of {total} bytes")
 
 
+def _is_permanent(error):
+    """Whether retrying cannot fix `error`: the host name does not resolve, or the URL is bad."""
+    reason = getattr(error, "reason", error)
+    if isinstance(reason, socket.gaierror):
+        return reason.errno not in (socket.EAI_AGAIN,)  # EAI_AGAIN: a DNS server timed out
+    return isinstance(error, ValueError | http.client.InvalidURL)
+
+
 def download(url, path, progress=True, retries=None, timeout=None):
     """Download `url` to `path` (kept if it exists already); returns `path`.
 
     Resumes after dropped connections (HTTP Range), retries `retries` times
     (`DOWNLOAD_RETRIES`) with exponential backoff, shows a tqdm progress bar on stderr, and
     renames the complete file into place; on failure nothing is left at or next to `path`.
+    Errors that retrying cannot fix (an unknown host, HTTP 4xx) fail at once.
 
     Raises:
         WeightsDownloadError: the file could not be downloaded.
@@ -312,21 +316,25 @@ def download(url, path, progress=True, retries=None, timeout=None):
         return path
     retries = DOWNLOAD_RETRIES if retries is None else retries
     timeout = DOWNLOAD_TIMEOUT_S if timeout is None else timeout
-    directory, base = os.path.split(path)
-    os.makedirs(directory, exist_ok=True)
-    fd, part = tempfile.mkstemp(dir=directory, prefix=f".{base}.", suffix=".part")
-    os.close(fd)
+    directory = os.path.dirname(path)
     logger.info("Downloading %s to %s", url, path)
     if progress:
         print(f"Downloading {url}", file=sys.stderr)
-    try:
+    with atomic.atomic_path(path) as part:
+        open(part, "wb").close()
         for attempt in range(retries + 1):
             try:
                 _fetch(url, part, progress, timeout)
                 break
             except _Permanent as e:
                 raise WeightsDownloadError(f"Could not download {url}: {e}.") from None
-            except (OSError, http.client.HTTPException) as e:
+            except (OSError, ValueError, http.client.HTTPException) as e:
+                if _is_permanent(e):
+                    raise WeightsDownloadError(
+                        f"Could not download {url}: {getattr(e, 'reason', e)}. Check the network "
+                        f"(or set ${URL_ENV} to a mirror), or download the file yourself and "
+                        "pass its path as weights=."
+                    ) from None
                 if attempt == retries:
                     raise WeightsDownloadError(
                         f"Could not download {url} after {attempt + 1} attempts: {e}. Nothing was "
@@ -342,13 +350,6 @@ def download(url, path, progress=True, retries=None, timeout=None):
                     os.path.getsize(part),
                 )
                 time.sleep(wait)
-        with open(part, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(part, path)
-        _fsync_directory(directory)
-    finally:
-        if os.path.exists(part):
-            os.remove(part)
     return path
 
 
@@ -452,9 +453,9 @@ def fetch_converted(name, variant, progress=True):
             f"{checkpoint} is not the checkpoint the registry describes for {name!r} "
             f"({variant}): " + "; ".join(differences)
         )
-    model, report, _ = convert.convert_state_dict(state_dict, classifier_activation=None)
+    model, report, _ = convert_state_dict(state_dict, classifier_activation=None)
     del state_dict
-    with atomic_path(converted) as tmp:
+    with atomic.atomic_path(converted) as tmp:
         model.save_weights(tmp)
     meta = dict(
         format=_SIDECAR_FORMAT,
@@ -469,8 +470,7 @@ def fetch_converted(name, variant, progress=True):
         tensors=len(report.loaded),
         sha256=sha256_of(converted),
     )
-    with atomic_path(sidecar) as tmp, open(tmp, "w", encoding="utf-8") as f:
-        json.dump(meta, f, indent=2)
+    atomic.write_json(sidecar, meta)
     logger.info(
         "Converted %s (%s, %d tensors) in %.1f s: %s",
         info["filename"],
@@ -487,11 +487,9 @@ def fetch_converted(name, variant, progress=True):
 
 
 def _registry_variant(name, arch):
-    from keras_vswin.model import VARIANTS
-
     entry = _entry(name)
     for variant in entry["variants"]:
-        if convert.same_backbone(VARIANTS[variant], arch):
+        if same_backbone(VARIANTS[variant], arch):
             return variant
     raise ValueError(
         f"weights={name!r} exist for Video Swin {', '.join(entry['variants'])}; this model "
@@ -548,14 +546,15 @@ def load_weights(
     """
     arch = convert.model_architecture(model)
     include_top = arch["classes"] is not None
-    path = os.fspath(weights)
-    if path in PRESETS:
+    source = resolve(weights)
+    if source is None:
+        raise ValueError("weights=None: nothing to load.")
+    path = source.spec
+    if source.kind == "registry":
         return _load_registry(
             model, path, arch, include_top, skip_head, resize_window, resize_method, progress
         )
-    if not os.path.isfile(path):
-        _entry(path)
-    if path.endswith(".weights.h5"):
+    if source.kind == "weights_h5":
         if skip_head:
             raise ValueError(
                 f"weights={path!r}: skip_head needs a .pth, .keras or registry checkpoint; a "
@@ -563,12 +562,12 @@ def load_weights(
             )
         model.load_weights(path)
         return None
-    if path.endswith(".keras"):
+    if source.kind == "keras":
         import keras
 
-        source = keras.saving.load_model(path, compile=False)
-        state_dict = convert.model_state_dict(source, with_index=False)
-        source_classes = convert.model_architecture(source)["classes"]
+        source_model = keras.saving.load_model(path, compile=False)
+        state_dict = convert.model_state_dict(source_model, with_index=False)
+        source_classes = convert.model_architecture(source_model)["classes"]
         head_skip = skip_head or not include_top
         if not head_skip and source_classes != arch["classes"]:
             raise _head_mismatch_error(path, source_classes, arch["classes"])
@@ -583,20 +582,23 @@ def load_weights(
         report.layout = "keras"
         _log(report, loud=skip_head)
         return report
-    if _is_checkpoint_path(path):
-        return _load_checkpoint_file(
-            model, path, arch, include_top, skip_head, resize_window, resize_method, inflation
-        )
-    raise ValueError(
-        f"weights={weights!r}: expected a registry name ({list_weights()}), or a .pth, .pt, "
-        ".keras or .weights.h5 file."
+    state_dict, source.state_dict = source.read(), None  # the arrays are copied into the model
+    return _load_checkpoint_file(
+        model,
+        path,
+        state_dict,
+        arch,
+        include_top,
+        skip_head,
+        resize_window,
+        resize_method,
+        inflation,
     )
 
 
 def _load_checkpoint_file(
-    model, path, arch, include_top, skip_head, resize_window, resize_method, inflation
+    model, path, state_dict, arch, include_top, skip_head, resize_window, resize_method, inflation
 ):
-    state_dict = _read_checkpoint(path)
     if convert.is_2d_state_dict(state_dict):
         report = convert.load_2d_state_dict(model, state_dict, method=inflation)
         _log(report, loud=True)
@@ -653,8 +655,6 @@ def _load_registry(
         logger.info("Loaded %s (%s) from %s", name, variant, converted)
         return None
     # Anything but an exact fit goes through the state dict, which reports what it did.
-    from keras_vswin.model import VideoSwin
-
     source = VideoSwin(
         **{k: expected[k] for k in convert.MODEL_ARGUMENTS},
         classes=expected["classes"],
@@ -674,3 +674,95 @@ def _load_registry(
     report.layout = f"{name} ({variant})"
     _log(report, loud=(include_top and skip_head) or window_differs)
     return report
+
+
+# ----------------------------------------------------------------------------------------------
+# Checkpoint -> model
+
+
+def convert_state_dict(
+    state_dict,
+    layout=None,
+    classes=None,
+    skip_head=False,
+    include_top=None,
+    window_size=None,
+    resize_method="bicubic",
+    patch_size=None,
+    inflation="inflate",
+    classifier_activation="softmax",
+    **model_kwargs,
+):
+    """Build the `VideoSwin` a state dict describes and load it strictly.
+
+    Args:
+        state_dict: a Video Swin state dict of any layout, or an image Swin one (then inflated:
+            `patch_size` default (2, 4, 4), `window_size` default (8, 7, 7), `inflation`).
+        layout: the layout, detected when None.
+        classes: head size; None keeps the checkpoint's (no head if it has none). A different
+            count needs `skip_head=True` (a fresh head).
+        skip_head: do not load the checkpoint's head.
+        include_top: None = a head when the checkpoint has one or `classes` is given.
+        window_size: None keeps the checkpoint's window; another window resizes the bias
+            tables (`resize_bias_table` with `resize_method`).
+        classifier_activation: the head's activation.
+        **model_kwargs: more `VideoSwin` arguments (e.g. `input_shape`, `drop_path_rate`).
+
+    Returns:
+        `(model, report, architecture)`: the Keras model, the `LoadReport` and the inferred
+        architecture.
+    """
+    if convert.is_2d_state_dict(state_dict):
+        arch = convert.infer_2d_architecture(state_dict)
+        arch.update(
+            patch_size=tuple(patch_size or (2, *arch["patch_size"])),
+            window_size=tuple(window_size or (8, 7, 7)),
+            classes=None,
+            layout="2d",
+        )
+        skip_head = True
+    else:
+        arch = convert.infer_architecture(state_dict, layout)
+    head_classes = classes if classes is not None else arch["classes"]
+    if include_top is None:
+        include_top = head_classes is not None
+    if include_top and head_classes is None:
+        raise ValueError("The checkpoint has no head: pass classes=N for a new head.")
+    if not include_top:
+        skip_head = True
+    elif arch["classes"] is not None and head_classes != arch["classes"] and not skip_head:
+        raise ValueError(
+            f"The checkpoint's head has {arch['classes']} classes, not classes={classes}: pass "
+            "skip_head=True to fine-tune with a new head, or include_top=False."
+        )
+    config = {k: arch[k] for k in convert.MODEL_ARGUMENTS}
+    if window_size is not None:
+        config["window_size"] = tuple(window_size)
+    variant = variant_of(config)
+    if variant is not None:
+        model_kwargs.setdefault("drop_path_rate", VARIANTS[variant]["drop_path_rate"])
+        model_kwargs.setdefault("name", f"video_swin_{variant.lower()}")
+    model = VideoSwin(
+        **config,
+        include_top=include_top,
+        classes=head_classes if include_top else 400,
+        classifier_activation=classifier_activation,
+        **model_kwargs,
+    )
+    if arch["layout"] == "2d":
+        report = convert.load_2d_state_dict(model, state_dict, method=inflation)
+    else:
+        report = convert.load_state_dict(
+            model,
+            state_dict,
+            layout=arch["layout"],
+            skip_head=skip_head,
+            resize_window=config["window_size"] != arch["window_size"],
+            resize_method=resize_method,
+        )
+    return model, report, arch
+
+
+def convert_checkpoint(path, **kwargs):
+    """`convert_state_dict(convert.read_state_dict(path), **kwargs)`."""
+    return convert_state_dict(convert.read_state_dict(path), **kwargs)

@@ -1,5 +1,5 @@
 """Checkpoint conversion: layouts, architecture inference, strict reports, window resizing,
-2D -> 3D inflation and the `conversion.convert` / `conversion.verify` command lines.
+2D -> 3D inflation and the `keras-vswin convert` / `keras-vswin verify` command lines.
 
 Checkpoints are written by the tests with `torch.save` from random-weight torchvision
 `SwinTransformer3d` models (small configurations) renamed to each layout; no downloads.
@@ -14,7 +14,8 @@ import keras
 import numpy as np
 import pytest
 
-from keras_vswin import VideoSwin, windows
+import keras_vswin.model
+from keras_vswin import VideoSwin, weights, windows
 from keras_vswin import convert as conv
 
 torch = pytest.importorskip("torch")
@@ -103,7 +104,7 @@ def test_round_trip_every_layout(tmp_path, reference, layout, wrap, legacy):
     model, state, clip = reference
     path = save_checkpoint(tmp_path / "ckpt.pth", layout_state(state, layout), wrap, legacy)
 
-    keras_model, report, arch = conv.convert_checkpoint(path, classifier_activation=None)
+    keras_model, report, arch = weights.convert_checkpoint(path, classifier_activation=None)
 
     assert arch["layout"] == layout == conv.detect_layout(conv.read_state_dict(path))
     assert report.ok and report.checked_index == sum(TINY["depths"])
@@ -134,7 +135,7 @@ def test_infer_architecture_of_a_released_size():
         layout="torchvision",
         window_source="relative_position_index",
     )
-    assert conv.variant_of(arch) == "T"
+    assert keras_vswin.model.variant_of(arch) == "T"
     # Without index buffers the window comes from the 2535-row tables.
     no_index = {k: v for k, v in state.items() if not k.endswith("relative_position_index")}
     no_index = layout_state(no_index, "official")
@@ -205,8 +206,8 @@ def test_new_head_for_another_class_count(tmp_path, reference):
     # The same through the converter and the command line.
     path = save_checkpoint(tmp_path / "k.pth", layout_state(state, "official"), wrap=True)
     with pytest.raises(ValueError, match="skip_head"):
-        conv.convert_checkpoint(path, classes=3)
-    converted, report, _ = conv.convert_checkpoint(path, classes=3, skip_head=True)
+        weights.convert_checkpoint(path, classes=3)
+    converted, report, _ = weights.convert_checkpoint(path, classes=3, skip_head=True)
     assert converted.output.shape[-1] == 3 and report.skipped_head
 
 
@@ -387,7 +388,7 @@ def official_file(tmp_path_factory, reference):
 def test_convert_cli_outputs(tmp_path, reference, official_file, capsys):
     import tensorflow as tf
 
-    from conversion import convert as cli
+    from keras_vswin.cli import convert as cli
 
     model, _, clip = reference
     expected = torch_logits(model, clip)
@@ -419,7 +420,7 @@ def test_convert_cli_outputs(tmp_path, reference, official_file, capsys):
 
 
 def test_convert_cli_fine_tuning_and_window(tmp_path, official_file):
-    from conversion import convert as cli
+    from keras_vswin.cli import convert as cli
 
     out = str(tmp_path / "ft.keras")
     assert cli.main([official_file, "-o", out, "-q", "--classes", "3"]) == 1
@@ -456,7 +457,7 @@ def test_cli_help_is_fast_and_complete():
 
 
 def test_verify_cli(tmp_path, official_file, capsys):
-    from conversion import verify
+    from keras_vswin.cli import verify
 
     assert verify.main([official_file, "--frames", "6", "--size", "40"]) == 0
     assert "max |Keras - PyTorch|" in capsys.readouterr().out
@@ -489,7 +490,7 @@ def test_metadata_objects_are_read_as_inert_data(tmp_path, reference, caplog):
     path = tmp_path / "with_meta.pth"
     torch.save({"state_dict": tensors, "meta": meta}, path)
     with caplog.at_level(logging.WARNING, logger="keras_vswin"):
-        converted, report, _ = conv.convert_checkpoint(str(path), classifier_activation=None)
+        converted, report, _ = weights.convert_checkpoint(str(path), classifier_activation=None)
     assert "inert data" in caplog.text and not marker.exists()
     assert report.ok
     np.testing.assert_allclose(converted(clip), torch_logits(model, clip), atol=TOLERANCE)

@@ -18,7 +18,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:  # the CLI packages live at the repository root
     sys.path.insert(0, REPO)
 
-from tfrecords import write as write_cli  # noqa: E402
+from keras_vswin.data import write_shards as write_cli  # noqa: E402
 
 FRAME_COUNTS = {"v0": 40, "v1": 12, "v2": 30, "v3": 48, "v4": 25, "v5": 21}
 

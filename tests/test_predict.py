@@ -1,4 +1,4 @@
-"""`python -m keras_vswin.predict` on real encoded files, and `python -m conversion.export`.
+"""`python -m keras_vswin.predict` on real encoded files, and `keras-vswin export`.
 
 A tiny classifier is saved to `.keras` and exported once with the conversion CLI; videos are
 encoded in the test (H.264 mp4, lossless gray/RGBA/RGB), plus a very short, a corrupt and a

@@ -22,8 +22,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:  # the CLI packages live at the repository root
     sys.path.insert(0, REPO)
 
-from tfrecords import inspect as inspect_cli  # noqa: E402
-from tfrecords import write as write_cli  # noqa: E402
+from keras_vswin.data import inspect_shards as inspect_cli  # noqa: E402
+from keras_vswin.data import write_shards as write_cli  # noqa: E402
 
 # Spec for reading shards back independently of keras_vswin.data.
 CONTEXT = {

@@ -20,10 +20,15 @@ import numpy as np
 import pytest
 
 import keras_vswin
-from keras_vswin import training as vt
-from training import evaluate as evaluation
-from training import recipe, train
-from training.configs import ConfigError, available_configs, load_config, parse_overrides
+from keras_vswin import finetune as vt
+from keras_vswin.finetune import evaluate as evaluation
+from keras_vswin.finetune import recipe, train
+from keras_vswin.finetune.configs import (
+    ConfigError,
+    available_configs,
+    load_config,
+    parse_overrides,
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = dict(embed_dim=16, depths=(2, 2), num_heads=(1, 2), window_size=(2, 3, 3))
@@ -511,10 +516,10 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
 
 _TWO_REPLICAS = """
 import json, sys
-from keras_vswin import training as vt
+from keras_vswin import finetune as vt
 vt.configure_cpu_replicas(2)
-from training import train
-from training.configs import load_config
+from keras_vswin.finetune import train
+from keras_vswin.finetune.configs import load_config
 for path in sys.argv[1:]:
     result = train.run(load_config(path), log=print)
     print("REPLICAS", result.info["replicas"], result.info["batch"]["accumulation_steps"])

@@ -203,7 +203,7 @@ def test_download_convert_cache_reuse(registry, server, checkpoint):
 
 
 def test_convert_cli_takes_a_registry_name(registry, server, checkpoint, tmp_path):
-    from conversion import convert as cli
+    from keras_vswin.cli import convert as cli
 
     out = str(tmp_path / "registry.keras")
     args = ["test_weights", "-o", out, "-q", "--classifier-activation", "none"]  # one variant

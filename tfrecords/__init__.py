@@ -1,5 +1,3 @@
-"""Command-line tools for TFRecord video shards.
-
-- `python -m tfrecords.write`: video files -> sharded `tf.train.SequenceExample` TFRecords.
-- `python -m tfrecords.inspect`: counts, label histogram, frame statistics, contact sheet.
-"""
+"""TFRecord workflows of the repo: `python -m tfrecords.write`, `python -m tfrecords.inspect`,
+`python -m tfrecords.synthetic`. The code lives in `keras_vswin.data` (installed, also reachable
+as `keras-vswin write-shards|inspect-shards|synthetic`)."""

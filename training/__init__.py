@@ -1,2 +1,3 @@
-"""Fine-tuning and evaluation workflows (`python -m training.train`, `python -m training.evaluate`,
-`python -m training.demo`); configs in `training/configs/`."""
+"""Fine-tuning workflows of the repo: `python -m training.train`, `python -m training.evaluate`
+and `python -m training.demo` (`make demo`). The code and the configs live in
+`keras_vswin.finetune` (installed, also reachable as `keras-vswin train|evaluate`)."""

@@ -6,10 +6,10 @@ python -m training.demo                      # everything under demo_output/
 python -m training.demo --output /tmp/demo --epochs 10
 ```
 
-1. generates the synthetic moving-shapes dataset (`tfrecords.synthetic`: 8 classes that are time
-   reversals of each other in pairs, so only the order of the frames tells them apart) as mp4
-   files, and shards it with `python -m tfrecords.write`;
-2. trains a small Video Swin with `python -m training.train --config demo` (the paper's recipe,
+1. generates the synthetic moving-shapes dataset (`keras_vswin.data.synthetic`: 8 classes that
+   are time reversals of each other in pairs, so only the order of the frames tells them apart) as mp4
+   files, and shards it with `keras-vswin write-shards`;
+2. trains a small Video Swin with `keras-vswin train --config demo` (the paper's recipe,
    scaled down: AdamW with parameter groups, warmup + cosine, stochastic depth, label
    smoothing);
 3. evaluates it on held-out videos (`training.evaluate`: single view and 2-clip multi-view) and
@@ -64,7 +64,7 @@ def build_parser():
 
 def make_dataset(folder):
     """Videos + shards under `folder` (reused when already complete). Returns shard globs."""
-    from tfrecords import synthetic
+    from keras_vswin.data import synthetic
 
     patterns = {
         split: os.path.join(folder, "shards", f"{split}-*.tfrecord") for split in ("train", "eval")
@@ -92,11 +92,11 @@ def main(argv=None):
     run_dir = os.path.join(output, "run")
 
     _banner("1/5 synthetic dataset: mp4 videos -> TFRecord shards")
-    from training.configs import ConfigError, load_config
+    from keras_vswin.finetune.configs import ConfigError, load_config
 
     patterns = make_dataset(data_dir)
 
-    _banner("2/5 fine-tuning a Video Swin (python -m training.train --config demo)")
+    _banner("2/5 fine-tuning a Video Swin (keras-vswin train --config demo)")
     overrides = [
         f"output_dir={run_dir!r}",
         f"data.train={patterns['train']!r}",
@@ -113,17 +113,17 @@ def main(argv=None):
         return 2
     if os.path.exists(run_dir) and not args.resume:
         shutil.rmtree(run_dir)
-    from training import train
+    from keras_vswin.finetune import train
 
     train_started = time.time()
     result = train.run(config, log=lambda *a: print(*a, flush=True))
     train_seconds = time.time() - train_started
 
-    _banner("3/5 evaluation on held-out videos (python -m training.evaluate)")
+    _banner("3/5 evaluation on held-out videos (keras-vswin evaluate)")
     import keras
 
     import keras_vswin  # noqa: F401  (registers the layers)
-    from training import evaluate
+    from keras_vswin.finetune import evaluate
 
     model = keras.saving.load_model(result.model_path, compile=False)
     report = evaluate.evaluate(

@@ -2,7 +2,7 @@
 
 `training.train` wires these into `model.fit`; `training.evaluate` reuses the data and label
 helpers. The numbers of the paper's recipe live in the config files (`training/configs/`), the
-mechanics in `keras_vswin.training`.
+mechanics in `keras_vswin.finetune`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import os
 
 import numpy as np
 
-from keras_vswin import training as vswin_training
+from keras_vswin import finetune
 
 # --------------------------------------------------------------------------------------------
 # Data
@@ -65,7 +65,7 @@ def _per_replica(micro_batch_size, input_context):
 
 
 def _synthetic_clips(config, split):
-    from tfrecords import synthetic
+    from keras_vswin.data import synthetic
 
     data, spec = config["data"], config["data"]["synthetic"]
     per_class = spec["train_per_class"] if split == "train" else spec["eval_per_class"]
@@ -101,7 +101,7 @@ def _to_model_input(clips, crop_size):
 
 
 def synthetic_data(config):
-    """In-memory moving-shape clips (`tfrecords.synthetic`), a deterministic stream.
+    """In-memory moving-shape clips (`keras_vswin.data.synthetic`), a deterministic stream.
 
     The training stream is one stateless seeded permutation per pass over the clips, the same
     for every replica count and process: global micro-batch `g` holds stream elements
@@ -111,7 +111,7 @@ def synthetic_data(config):
     """
     import tensorflow as tf
 
-    from tfrecords import synthetic
+    from keras_vswin.data import synthetic
 
     data = config["data"]
     spec = data["synthetic"]
@@ -179,7 +179,7 @@ def synthetic_data(config):
 
 
 def _manifests(pattern):
-    """The `tfrecords.write` manifests next to the shards of `pattern`."""
+    """The `keras-vswin write-shards` manifests next to the shards of `pattern`."""
     from keras_vswin.data import list_shards
 
     files = list_shards(pattern)
@@ -235,7 +235,7 @@ def class_names(config, num_classes):
 
 
 def tfrecord_data(config):
-    """Shards written by `python -m tfrecords.write`, read with `keras_vswin.data`."""
+    """Shards written by `keras-vswin write-shards`, read with `keras_vswin.data`."""
     from keras_vswin import data as vswin_data
 
     data = config["data"]
@@ -412,14 +412,14 @@ def learning_rate(config, plan):
     spec = config["optimizer"]
     if not spec["scale_lr"]:
         return spec["lr"]
-    return vswin_training.scaled_learning_rate(
+    return finetune.scaled_learning_rate(
         spec["lr"], plan.global_batch_size, spec["reference_batch_size"]
     )
 
 
 def build_schedule(config, plan, steps):
     spec = config["schedule"]
-    return vswin_training.WarmupCosineDecay(
+    return finetune.WarmupCosineDecay(
         learning_rate(config, plan),
         total_steps=steps.total_updates,
         warmup_steps=steps.warmup_updates,
@@ -431,15 +431,13 @@ def build_schedule(config, plan, steps):
 
 def build_optimizer(config, plan, steps):
     spec = config["optimizer"]
-    return vswin_training.ParamGroupAdamW(
+    return finetune.ParamGroupAdamW(
         build_schedule(config, plan, steps),
         weight_decay=spec["weight_decay"],
         beta_1=spec["beta_1"],
         beta_2=spec["beta_2"],
         epsilon=spec["epsilon"],
-        param_rules=vswin_training.recipe_param_rules(
-            spec["backbone_lr_mult"], spec["param_groups"]
-        ),
+        param_rules=finetune.recipe_param_rules(spec["backbone_lr_mult"], spec["param_groups"]),
         gradient_accumulation_steps=plan.accumulation_steps
         if plan.accumulation_steps > 1
         else None,

@@ -4,7 +4,7 @@ Initialisation: the 2D ImageNet-1K Swin-T, inflated (paper section 3.4). Downloa
 https://github.com/SwinTransformer/storage/releases/download/v1.0.0/swin_tiny_patch4_window7_224.pth
 and pass `model.weights=swin_tiny_patch4_window7_224.pth`.
 
-Shards: `python -m tfrecords.write --videos k400_train.csv --output shards/k400 --name train
+Shards: `keras-vswin write-shards --videos k400_train.csv --output shards/k400 --name train
 --num-shards 1024 --labels kinetics400` (and `--name val` for the validation list).
 """
 

@@ -11,7 +11,7 @@ CONFIG = {"model": {"variant": "S"}}
 
 Overrides on the command line are `section.key=value` with Python literals (`1e-4`, `[2, 4, 4]`,
 `None`, `'text'`; `true`/`false`/`null` also work, bare words are strings):
-`python -m training.train --config training/configs/demo.py train.epochs=3 optimizer.lr=1e-3`.
+`keras-vswin train --config training/configs/demo.py train.epochs=3 optimizer.lr=1e-3`.
 
 Every key is checked: an unknown key, a value of the wrong type or outside its choices raises a
 `ConfigError` naming the key (with the closest known keys).
@@ -64,7 +64,7 @@ DEFAULTS = {
         "static_shape": True,
     },
     "data": {
-        # "tfrecord": shards written by `python -m tfrecords.write`; "synthetic": moving-shape
+        # "tfrecord": shards written by `keras-vswin write-shards`; "synthetic": moving-shape
         # clips generated in memory (tests, debugging; see tfrecords.synthetic).
         "source": "tfrecord",
         "train": None,  # shard glob / folder / file
@@ -96,7 +96,7 @@ DEFAULTS = {
             "eval_per_class": 8,
             "num_frames": 16,
             "size": 64,
-            "classes": None,  # subset of tfrecords.synthetic.CLASSES; None: all
+            "classes": None,  # subset of keras_vswin.data.synthetic.CLASSES; None: all
             # Test hook: from this global micro-batch on, training clips are NaN.
             "poison_from_step": None,
         },
@@ -111,7 +111,7 @@ DEFAULTS = {
         "epsilon": 1e-8,
         "backbone_lr_mult": 0.1,
         # "paper": no decay on bias tables and norms, backbone lr x0.1 (as documented);
-        # "mmcv": the official code's first-match behaviour (see keras_vswin.training).
+        # "mmcv": the official code's first-match behaviour (see keras_vswin.finetune.optimizer).
         "param_groups": "paper",
     },
     "schedule": {

@@ -1,6 +1,6 @@
 """The demo: a small Video Swin trained on the synthetic moving-shapes dataset on a CPU.
 
-`python -m training.demo` generates the dataset (`tfrecords.synthetic`, 8 classes that are
+`python -m training.demo` generates the dataset (`keras_vswin.data.synthetic`, 8 classes that are
 time reversals of each other in pairs, so the order of the frames decides), shards it and trains
 with this config in a few minutes on two CPU cores. The recipe is the paper's (AdamW, parameter
 groups, warmup + cosine, stochastic depth, head dropout, label smoothing) scaled down; the

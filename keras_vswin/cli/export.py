@@ -1,0 +1,183 @@
+"""Export a Video Swin model as a SavedModel for TF Serving (or TF Hub-style reuse).
+
+```
+keras-vswin export model.keras --output exports --name my_model
+keras-vswin export kinetics400 --variant B --output exports       # registry weights
+keras-vswin export swin_tiny_patch244_window877_kinetics400_1k.pth --variant T \\
+    --output exports --precision bfloat16
+keras-vswin export kinetics400 --variant T --feature-vector --output exports
+```
+
+SRC is a `.keras` file, a checkpoint (`.pth` or `.weights.h5`, loaded through the model
+constructor's `weights=` argument, with `--variant`) or a pretrained registry name. The
+SavedModel is written to `<output>/<name>/<version>/` (the next version unless `--version`),
+through a temporary folder renamed when complete, so TF Serving never sees a partial export.
+See `keras_vswin.export` for the signatures; `saved_model_cli show --all --dir <path>` lists
+them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="keras-vswin export",
+        description="Export a Video Swin model as a versioned SavedModel (TF Serving layout).",
+    )
+    parser.add_argument(
+        "source",
+        metavar="SRC",
+        help=".keras file, .pth/.weights.h5 checkpoint or registry name (e.g. kinetics400)",
+    )
+    parser.add_argument("--output", required=True, help="base folder (TF Serving model root)")
+    parser.add_argument(
+        "--name", default=None, help="model folder name (default: the model's name)"
+    )
+    parser.add_argument(
+        "--version", type=int, default=None, help="version number (default: the next one)"
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing version")
+    parser.add_argument(
+        "--variant",
+        choices=("T", "S", "B", "L"),
+        default="B",
+        help="architecture for checkpoints and registry names (default B); ignored for .keras",
+    )
+    parser.add_argument(
+        "--classes", type=int, default=None, help="head size for .weights.h5 checkpoints"
+    )
+    parser.add_argument(
+        "--feature-vector",
+        action="store_true",
+        help="export pooled features (TF Hub style, float32 normalised clips in) instead of "
+        "class scores",
+    )
+    parser.add_argument(
+        "--labels",
+        default=None,
+        help="class names: a label set name or a text file (default: from the class count)",
+    )
+    parser.add_argument("--top-k", type=int, default=5, help="top classes returned (default 5)")
+    parser.add_argument("--resolution", type=int, default=None, help="crop size (default 224)")
+    parser.add_argument("--frames", type=int, default=None, help="clip length (default 32)")
+    parser.add_argument("--frame-interval", type=int, default=None, help="frame step (default 2)")
+    parser.add_argument(
+        "--num-clips", type=int, default=None, help="clips of serve_multiview (default 4)"
+    )
+    parser.add_argument(
+        "--num-crops", type=int, choices=(1, 3), default=None, help="crops per clip (default 3)"
+    )
+    parser.add_argument(
+        "--short-side",
+        type=int,
+        default=None,
+        help="resize the shorter side to this before cropping (default: the crop size)",
+    )
+    parser.add_argument(
+        "--fps", type=float, default=None, help="frame rate the model expects (metadata only)"
+    )
+    parser.add_argument(
+        "--sampling",
+        choices=("dense", "uniform"),
+        default=None,
+        help="dense (Kinetics) or uniform (SSv2); default from the class count",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=("float32", "bfloat16"),
+        default="float32",
+        help="bfloat16: mixed precision compute (float32 weights and outputs)",
+    )
+    parser.add_argument("--jit", action="store_true", help="compile the model with XLA")
+    parser.add_argument(
+        "--antialias",
+        action="store_true",
+        help="low-pass filter when frames are shrunk (for clients sending large frames)",
+    )
+    return parser
+
+
+def load_model(source, variant="B", classes=None, feature_vector=False):
+    """The Keras model named by SRC (see the module doc)."""
+    import keras
+
+    import keras_vswin
+
+    if str(source).endswith(".keras"):
+        if not os.path.exists(source):
+            raise ValueError(f"SRC {source!r}: no such file.")
+        return keras.saving.load_model(source, compile=False)
+    kwargs = {}
+    if feature_vector:
+        kwargs.update(include_top=False, pooling="avg")
+    elif classes is not None:
+        kwargs["classes"] = classes
+    builder = getattr(keras_vswin, f"VideoSwin{variant}")
+    return builder(weights=source, **kwargs)
+
+
+def _folder_size(path):
+    return sum(
+        os.path.getsize(os.path.join(root, f)) for root, _, files in os.walk(path) for f in files
+    )
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        from keras_vswin.export import export_saved_model, preset_defaults
+
+        start = time.perf_counter()
+        model = load_model(args.source, args.variant, args.classes, args.feature_vector)
+        loaded = time.perf_counter()
+        name = args.name or model.name + ("_feature_vector" if args.feature_vector else "")
+        # Registry weights bring their test protocol, labels and frame rate; flags win.
+        protocol, labels, fps = preset_defaults(args.source, args.variant) or ({}, None, None)
+        given = dict(
+            resolution=args.resolution,
+            frames=args.frames,
+            frame_interval=args.frame_interval,
+            num_clips=args.num_clips,
+            num_crops=args.num_crops,
+            sampling=args.sampling,
+            short_side=args.short_side,
+        )
+        if args.sampling and args.sampling != protocol.get("sampling"):
+            protocol = {}  # another sampling: that sampling's official defaults
+        protocol.update({k: v for k, v in given.items() if v is not None})
+        path = export_saved_model(
+            model,
+            args.output,
+            name=name,
+            version=args.version,
+            overwrite=args.overwrite,
+            feature_vector=args.feature_vector,
+            labels=args.labels or (None if args.feature_vector else labels),
+            top_k=args.top_k,
+            fps=args.fps if args.fps is not None else fps,
+            antialias=args.antialias,
+            precision=args.precision,
+            jit_compile=args.jit,
+            **protocol,
+        )
+    except (ValueError, OSError, ImportError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    done = time.perf_counter()
+    size = _folder_size(path) / 2**20
+    print(
+        f"Exported {path} ({size:.1f} MiB; model loaded in {loaded - start:.1f} s, exported in "
+        f"{done - loaded:.1f} s).\nInspect it with: saved_model_cli show --all --dir {path}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
