@@ -60,6 +60,7 @@ def export_and_load(model, root, name, args):
     import tensorflow as tf
 
     from keras_vswin import export
+    from keras_vswin.data import ViewProtocol
 
     options = CONFIGS[name]
     start = time.perf_counter()
@@ -67,9 +68,7 @@ def export_and_load(model, root, name, args):
         model,
         root,
         name=name.replace("+", "_"),
-        frames=args.frames,
-        frame_interval=2,
-        resolution=args.size,
+        protocol=ViewProtocol(clip_len=args.frames, frame_interval=2, crop_size=args.size),
         **options,
     )
     row = {

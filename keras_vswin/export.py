@@ -48,46 +48,31 @@ new shape is slow) but needs a TensorFlow runtime with XLA (the `tensorflow` pip
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import json
 import os
-import re
 import shutil
-import uuid
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_vswin.data.augment import short_side_size, three_crop_offsets
-from keras_vswin.data.sampling import (
-    dense_sample_np,
-    dense_sample_tf,
-    uniform_sample_np,
-    uniform_sample_tf,
-)
+from keras_vswin import atomic
+from keras_vswin.data import views
+from keras_vswin.data.views import KINETICS, ViewProtocol
 from keras_vswin.preprocessing import LABEL_SETS, MEAN_RGB, STD_RGB, load_labels
 
 __all__ = [
-    "PROTOCOLS",
-    "ViewProtocol",
-    "clip_frames",
-    "clip_span",
     "default_labels",
     "export_saved_model",
     "features_function",
     "latest_version_dir",
     "logits_function",
-    "read_export_metadata",
-    "resize_short_side",
-    "sample_indices",
+    "model_protocol",
     "non_core_ops",
-    "preset_defaults",
-    "protocol_for",
+    "preset_protocol",
+    "read_export_metadata",
     "saved_model_op_types",
-    "spatial_views",
-    "video_views",
 ]
 
 SERVING_DEFAULT = "serving_default"
@@ -96,81 +81,8 @@ SERVE_MULTIVIEW = "serve_multiview"
 METADATA_FILE = os.path.join("assets.extra", "keras_vswin.json")
 LABELS_FILE = os.path.join("assets.extra", "labels.txt")
 PRECISIONS = ("float32", "bfloat16")
-SAMPLINGS = ("dense", "uniform")
 # Ops that call back into Python: a SavedModel holding them cannot be served.
 PYTHON_OPS = frozenset({"PyFunc", "PyFuncStateless", "EagerPyFunc"})
-
-
-@dataclasses.dataclass(frozen=True)
-class ViewProtocol:
-    """How a video becomes model inputs (the official test pipeline).
-
-    Attributes:
-        clip_len: frames per clip.
-        frame_interval: step between the sampled frames (dense sampling).
-        num_clips: clips per video, evenly spaced (dense sampling; uniform sampling has 1).
-        crop_size: side of the square crops given to the model.
-        num_crops: 3 (start, centre and end of the longer side) or 1 (centre).
-        sampling: "dense" (mmaction `SampleFrames`, Kinetics) or "uniform" (one frame from the
-            middle of each of `clip_len` equal segments, SSv2's `frame_uniform`).
-        short_side: the shorter side is resized to this before cropping; None: `crop_size`
-            (the official protocol; torchvision's weights use 256).
-    """
-
-    clip_len: int = 32
-    frame_interval: int = 2
-    num_clips: int = 4
-    crop_size: int = 224
-    num_crops: int = 3
-    sampling: str = "dense"
-    short_side: int | None = None
-
-    def __post_init__(self):
-        for field in ("clip_len", "frame_interval", "num_clips", "crop_size"):
-            value = getattr(self, field)
-            if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"`{field}` must be a positive int, got {value!r}.")
-        if self.num_crops not in (1, 3):
-            raise ValueError(f"`num_crops` must be 1 or 3, got {self.num_crops!r}.")
-        if self.short_side is not None and (
-            not isinstance(self.short_side, int | np.integer) or self.short_side < self.crop_size
-        ):
-            raise ValueError(
-                f"`short_side` must be None or an int >= `crop_size` ({self.crop_size}), got "
-                f"{self.short_side!r}."
-            )
-        if self.sampling not in SAMPLINGS:
-            raise ValueError(f"`sampling` must be one of {SAMPLINGS}, got {self.sampling!r}.")
-        if self.sampling == "uniform" and self.num_clips != 1:
-            raise ValueError(
-                f"`sampling`='uniform' takes one clip spread over the whole video; got "
-                f"`num_clips`={self.num_clips} (use 1, e.g. the SSv2 protocol 1 clip x 3 crops)."
-            )
-
-    @property
-    def resize_to(self):
-        """The shorter side after resizing."""
-        return self.short_side or self.crop_size
-
-    @property
-    def num_views(self):
-        return self.num_clips * self.num_crops
-
-    def single_view(self):
-        """The same protocol reduced to one view: the centre clip, centre crop."""
-        return dataclasses.replace(self, num_clips=1, num_crops=1)
-
-    def to_dict(self):
-        return dataclasses.asdict(self)
-
-
-# The official test protocols (facts file, "Recipe").
-PROTOCOLS = {
-    "kinetics": ViewProtocol(clip_len=32, frame_interval=2, num_clips=4, sampling="dense"),
-    "something_something_v2": ViewProtocol(
-        clip_len=32, frame_interval=1, num_clips=1, sampling="uniform"
-    ),
-}
 
 
 def default_labels(classes):
@@ -193,111 +105,6 @@ def _resolve_labels(labels, classes):
             f"`labels` has {len(names)} class names but the model has {classes} classes."
         )
     return names
-
-
-# ----------------------------------------------------------------------------------------------
-# Graph-safe preprocessing (used inside the SavedModel and by `keras_vswin.predict`).
-
-
-def resize_short_side(frames, size, antialias=False):
-    """Resize `(N, H, W, C)` frames (RGB 0-255) so that the shorter side is `size`.
-
-    The aspect ratio is kept; the longer side is rounded half to even, like
-    `keras_vswin.video.resized_shape` and the tf.data pipelines. Bilinear (the official
-    pipeline's cv2 resize), without low-pass filtering unless `antialias`; values are rounded
-    to integers in [0, 255], as the official pipeline's uint8 frames are. Returns float32.
-    """
-    shape = tf.shape(frames)
-    new_size = short_side_size(shape[1], shape[2], size)
-    resized = tf.image.resize(frames, new_size, method="bilinear", antialias=antialias)
-    return tf.clip_by_value(tf.round(tf.cast(resized, tf.float32)), 0.0, 255.0)
-
-
-def _clip_indices(num_frames, protocol):
-    """`(num_clips, clip_len)` int64 frame indices of the test-mode clips."""
-    if protocol.sampling == "uniform":
-        return uniform_sample_tf(num_frames, protocol.clip_len, test_mode=True)[None]
-    return dense_sample_tf(
-        num_frames,
-        protocol.clip_len,
-        protocol.frame_interval,
-        protocol.num_clips,
-        test_mode=True,
-    )
-
-
-def _crop_offsets(height, width, protocol):
-    if protocol.num_crops == 3:
-        return three_crop_offsets(height, width, protocol.crop_size)
-    centre = tf.stack([(height - protocol.crop_size) // 2, (width - protocol.crop_size) // 2])
-    return centre[None]
-
-
-def normalise(x):
-    """`(x - mean) / std` with the official RGB statistics (float32 graph op)."""
-    mean = tf.constant(MEAN_RGB, tf.float32)
-    std = tf.constant(STD_RGB, tf.float32)
-    return (tf.cast(x, tf.float32) - mean) / std
-
-
-def clip_frames(video, protocol):
-    """The frames of the protocol's test-mode clips, in clip order.
-
-    Args:
-        video: `(batch, frames, height, width, 3)`; all videos of a batch share their size.
-        protocol: a `ViewProtocol`.
-
-    Returns:
-        `(batch, num_clips * clip_len, height, width, 3)`, the dtype of `video`.
-    """
-    video = tf.convert_to_tensor(video)
-    num_frames = tf.shape(video)[1]
-    with tf.control_dependencies(
-        [tf.debugging.assert_positive(num_frames, message="the video has no frames")]
-    ):
-        indices = tf.reshape(_clip_indices(num_frames, protocol), [-1])
-    return tf.gather(video, indices, axis=1)
-
-
-def spatial_views(frames, protocol, antialias=False):
-    """Clip frames -> normalised views: shorter side to `resize_to`, `num_crops` crops.
-
-    Args:
-        frames: `(batch, num_clips * clip_len, height, width, 3)` RGB in 0-255 (uint8 or
-            float), e.g. from `clip_frames`.
-        protocol: a `ViewProtocol`.
-        antialias: low-pass filter when frames are shrunk.
-
-    Returns:
-        float32 `(batch, num_clips * num_crops, clip_len, crop_size, crop_size, 3)`: views
-        ordered clip-major (clip 0 crops 0-2, clip 1 ...), normalised like `preprocess_input`.
-    """
-    frames = tf.convert_to_tensor(frames)
-    shape = tf.shape(frames)
-    batch, height, width = shape[0], shape[2], shape[3]
-    frames = tf.reshape(frames, tf.stack([-1, height, width, 3]))
-    frames = resize_short_side(frames, protocol.resize_to, antialias=antialias)
-    new_shape = tf.shape(frames)
-    offsets = _crop_offsets(new_shape[1], new_shape[2], protocol)
-    size = protocol.crop_size
-    crops = [
-        tf.slice(frames, tf.stack([0, offsets[i, 0], offsets[i, 1], 0]), [-1, size, size, 3])
-        for i in range(protocol.num_crops)
-    ]
-    crops = tf.stack(crops, axis=1)  # (B * clips * clip_len, crops, size, size, 3)
-    clips, clip_len, num_crops = protocol.num_clips, protocol.clip_len, protocol.num_crops
-    crops = tf.reshape(crops, tf.stack([batch, clips, clip_len, num_crops, size, size, 3]))
-    views = tf.transpose(crops, (0, 1, 3, 2, 4, 5, 6))
-    views = tf.reshape(views, tf.stack([batch, clips * num_crops, clip_len, size, size, 3]))
-    views = tf.ensure_shape(views, [None, clips * num_crops, clip_len, size, size, 3])
-    return normalise(views)
-
-
-def video_views(video, protocol, antialias=False):
-    """Whole videos `(batch, frames, height, width, 3)` (RGB 0-255) -> the protocol's views
-    `(batch, num_clips * num_crops, clip_len, crop_size, crop_size, 3)`, float32 normalised
-    (`clip_frames` then `spatial_views`)."""
-    return spatial_views(clip_frames(video, protocol), protocol, antialias=antialias)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -409,87 +216,28 @@ def _classifier_outputs(logits, label_table, top_k, probabilities=None):
     }
 
 
-def protocol_for(
-    model=None,
-    classes=None,
-    resolution=None,
-    frames=None,
-    frame_interval=None,
-    num_clips=None,
-    sampling=None,
-    num_crops=None,
-    short_side=None,
-):
-    """The view protocol for a model: explicit arguments first, then the model's fixed input
-    size (`input_shape`), then the official protocol of its label set (174 classes: SSv2's
-    uniform 1 x 3, else Kinetics' dense 4 x 3 with 32 frames every 2nd frame, 224 crops)."""
-    if sampling is not None and sampling not in SAMPLINGS:
-        raise ValueError(f"`sampling` must be one of {SAMPLINGS}, got {sampling!r}.")
-    if sampling is None:
-        sampling = "uniform" if classes == 174 else "dense"
-    base = PROTOCOLS["kinetics" if sampling == "dense" else "something_something_v2"]
-    if model is not None:
-        static_frames, static_height, static_width = model.input_shape[1:4]
-        if resolution is None and static_height == static_width:
-            resolution = static_height
-        if frames is None:
-            frames = static_frames
-    changes = {
-        "crop_size": resolution,
-        "clip_len": frames,
-        "frame_interval": frame_interval,
-        "num_clips": num_clips,
-        "num_crops": num_crops,
-        "short_side": short_side,
-    }
-    return dataclasses.replace(base, **{k: v for k, v in changes.items() if v is not None})
+def model_protocol(model, protocol=None):
+    """The view protocol for `model`: `protocol` (default `KINETICS`, the official Kinetics
+    4x3 views) with the clip length and crop size that a fixed `input_shape` requires."""
+    protocol = KINETICS if protocol is None else ViewProtocol.from_dict(protocol)
+    if not isinstance(protocol, ViewProtocol):
+        raise ValueError(f"`protocol` must be a ViewProtocol, got {protocol!r}.")
+    return views.for_input_shape(protocol, model.input_shape[1:])
 
 
-def preset_defaults(weights, variant):
+def preset_protocol(weights, variant):
     """What registry weights need at test time, from `keras_vswin.presets`.
 
     Returns:
-        None when `weights` is not a registry name, else `(protocol_arguments, labels, fps)`:
-        keyword arguments for `protocol_for`, the label set name, and the frame rate the clips
-        must be decoded at (None: the native rate).
+        None when `weights` is not a registry name, else `(protocol, labels)`: the
+        `ViewProtocol` the published accuracy was measured with and the label set name.
     """
     from keras_vswin import weights as registry
 
     if not isinstance(weights, str) or weights not in registry.list_weights():
         return None
     info = registry.weights_info(weights, variant)
-    preprocessing = info["preprocessing"]
-    clips, crops = (int(v) for v in info["views"].split("x"))
-    uniform = preprocessing["sampling"] == "uniform"
-    fps = re.search(r"(\d+(?:\.\d+)?)\s*fps", preprocessing["sampling"])
-    short_side = preprocessing.get("short_side")
-    arguments = dict(
-        frames=preprocessing["clip_len"],
-        frame_interval=None if uniform else preprocessing.get("frame_interval") or 1,
-        num_clips=clips,
-        num_crops=crops,
-        resolution=preprocessing["crop_size"],
-        sampling="uniform" if uniform else "dense",
-        short_side=None if short_side in (None, preprocessing["crop_size"]) else short_side,
-    )
-    return arguments, info["labels"], float(fps.group(1)) if fps else None
-
-
-def sample_indices(num_frames, protocol):
-    """NumPy twin of the in-graph sampling: `(num_clips, clip_len)` int64 frame indices of the
-    test-mode clips of a `num_frames`-frame video (indices wrap around for short videos)."""
-    if protocol.sampling == "uniform":
-        return uniform_sample_np(num_frames, protocol.clip_len, test_mode=True)[None]
-    return dense_sample_np(
-        num_frames, protocol.clip_len, protocol.frame_interval, protocol.num_clips, test_mode=True
-    )
-
-
-def clip_span(protocol):
-    """Frames a clip spans: shorter videos are looped (dense) or repeat frames (uniform)."""
-    if protocol.sampling == "uniform":
-        return protocol.clip_len
-    return protocol.clip_len * protocol.frame_interval
+    return info["protocol"], info["labels"]
 
 
 def _input_spec(name, dtype):
@@ -531,8 +279,8 @@ def _build_archive(model, feature_vector, labels, protocol, top_k, jit_compile, 
     single = protocol.single_view()
 
     def serve_video(video):
-        views = video_views(video, single, antialias=antialias)
-        logits = run(views[:, 0])
+        clips = views.video_views(video, single, antialias=antialias)
+        logits = run(clips[:, 0])
         return {"logits": logits, **_classifier_outputs(logits, label_table, top_k)}
 
     def serve_float(clips):
@@ -540,9 +288,9 @@ def _build_archive(model, feature_vector, labels, protocol, top_k, jit_compile, 
         return {"logits": logits, **_classifier_outputs(logits, label_table, top_k)}
 
     def serve_multiview(video):
-        views = video_views(video, protocol, antialias=antialias)
-        shape = tf.shape(views)
-        flat = tf.reshape(views, tf.concat([[-1], shape[2:]], axis=0))
+        clips = views.video_views(video, protocol, antialias=antialias)
+        shape = tf.shape(clips)
+        flat = tf.reshape(clips, tf.concat([[-1], shape[2:]], axis=0))
         view_logits = tf.reshape(run(flat), [shape[0], shape[1], classes])
         probabilities = tf.reduce_mean(tf.nn.softmax(view_logits, axis=-1), axis=1)
         outputs = _classifier_outputs(None, label_table, top_k, probabilities=probabilities)
@@ -596,45 +344,20 @@ def _check_version(version):
     return int(version)
 
 
-def _move_into_place(tmp, target, overwrite):
-    """Rename `tmp` to `target`; an existing `target` is replaced only with `overwrite`."""
-    if os.path.exists(target):
-        if not overwrite:
-            raise FileExistsError(
-                f"{target!r} exists; pass overwrite=True (--overwrite) to replace it or choose "
-                "another version."
-            )
-        old = f"{target}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        os.rename(target, old)
-        try:
-            os.rename(tmp, target)
-        except OSError:
-            os.rename(old, target)
-            raise
-        shutil.rmtree(old, ignore_errors=True)
-        return
-    os.rename(tmp, target)
-
-
-def _write_atomically(write, parent, version, overwrite):
-    """Write into `<parent>/.tmp-...` with `write(tmp)`, then rename to `<parent>/<version>`
-    (or the next free version). Returns the final path."""
+def _write_version(write, parent, version, overwrite):
+    """`write(tmp)` a SavedModel next to its version folders, then rename it to
+    `<parent>/<version>` (or the next free version). Returns the final path."""
     os.makedirs(parent, exist_ok=True)
-    if version is not None and os.path.exists(os.path.join(parent, str(version))):
-        if not overwrite:
-            raise FileExistsError(
-                f"Version {version} exists in {parent!r}; pass overwrite=True (--overwrite) "
-                "to replace it or choose another version."
-            )
-    label = "next" if version is None else str(version)
-    tmp = os.path.join(parent, f".tmp-{label}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    if version is not None:
+        target = os.path.join(parent, str(version))
+        with atomic.atomic_path(target, overwrite=overwrite) as tmp:
+            write(tmp)
+        return target
+    tmp = atomic.temporary_name(os.path.join(parent, "next"))
     try:
         write(tmp)
-        if version is not None:
-            target = os.path.join(parent, str(version))
-            _move_into_place(tmp, target, overwrite)
-            return target
-        # A concurrent export may take the version we picked: try the next one.
+        # A concurrent export may take the version we picked: try the next one (the rename
+        # onto a non-empty version folder fails).
         for _ in range(100):
             versions = _numeric_versions(parent)
             target = os.path.join(parent, str(versions[-1] + 1 if versions else 1))
@@ -644,10 +367,9 @@ def _write_atomically(write, parent, version, overwrite):
             except OSError:
                 if not os.path.exists(target):
                     raise
-        raise RuntimeError(f"Could not find a free version number in {parent!r}.")
     finally:
-        if os.path.exists(tmp):
-            shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+    raise RuntimeError(f"Could not find a free version number in {parent!r}.")
 
 
 def export_saved_model(
@@ -661,14 +383,7 @@ def export_saved_model(
     feature_vector=False,
     labels=None,
     top_k=5,
-    resolution=None,
-    frames=None,
-    frame_interval=None,
-    num_clips=None,
-    num_crops=None,
-    sampling=None,
-    short_side=None,
-    fps=None,
+    protocol=None,
     antialias=False,
     precision="float32",
     jit_compile=False,
@@ -691,16 +406,11 @@ def export_saved_model(
         labels: class names: a label set name, a text file (one name per line) or a sequence.
             Default: the known label set with as many classes as the model, else `class_<i>`.
         top_k: how many top classes the signatures return.
-        resolution: crop size of the views (default: the model's fixed input size, else 224).
-        frames: clip length (default: the model's fixed frame count, else 32).
-        frame_interval: step between sampled frames (default 2, the Kinetics protocol).
-        num_clips: clips per video in `serve_multiview` (default 4; SSv2-style models 1).
-        num_crops: crops per clip in `serve_multiview`: 3 (default) or 1 (centre).
-        sampling: "dense" (Kinetics) or "uniform" (SSv2); default from the class count
-            (174 classes: uniform).
-        short_side: resize the shorter side to this before cropping (default: `resolution`).
-        fps: the frame rate the model expects, recorded for clients (a SavedModel sees frames,
-            not timestamps, and cannot resample; `keras_vswin.predict` decodes at this rate).
+        protocol: the `ViewProtocol` of the serving signatures (default: the official
+            Kinetics 4x3 protocol, `keras_vswin.data.KINETICS`; SSv2 models want
+            `keras_vswin.data.SSV2`); a fixed model input shape sets its clip length and crop
+            size. Its `fps` is recorded for clients (a SavedModel sees frames, not timestamps;
+            `keras-vswin predict` decodes at that rate).
         antialias: low-pass filter when frames are shrunk (off, like the official pipeline;
             turn it on for clients that send frames much larger than `resolution`).
         precision: "float32" or "bfloat16" (mixed precision, float32 outputs).
@@ -715,18 +425,7 @@ def export_saved_model(
     if not isinstance(top_k, int | np.integer) or top_k < 1:
         raise ValueError(f"`top_k` must be a positive int, got {top_k!r}.")
     version = _check_version(version)
-    classes = None if feature_vector else int(model.outputs[0].shape[-1])
-    protocol = protocol_for(
-        model,
-        classes,
-        resolution=resolution,
-        frames=frames,
-        frame_interval=frame_interval,
-        num_clips=num_clips,
-        sampling=sampling,
-        num_crops=num_crops,
-        short_side=short_side,
-    )
+    protocol = model_protocol(model, protocol)
     export_model = with_precision(model, precision)
     archive, info = _build_archive(
         export_model, feature_vector, labels, protocol, top_k, jit_compile, antialias
@@ -738,7 +437,6 @@ def export_saved_model(
         "signatures": info["signatures"],
         "protocol": protocol.to_dict(),
         "antialias": bool(antialias),
-        "fps": None if fps is None else float(fps),
         "precision": precision,
         "jit_compile": bool(jit_compile),
         "classes": info.get("classes"),
@@ -763,21 +461,11 @@ def export_saved_model(
 
     path = os.fspath(path)
     if versioned:
-        parent = os.path.join(path, name or model.name)
-        return _write_atomically(write, parent, version, overwrite)
+        return _write_version(write, os.path.join(path, name or model.name), version, overwrite)
     if version is not None:
         raise ValueError("`version` needs versioned=True.")
-    parent, leaf = os.path.split(os.path.abspath(path))
-    os.makedirs(parent, exist_ok=True)
-    if os.path.exists(path) and not overwrite:
-        raise FileExistsError(f"{path!r} exists; pass overwrite=True to replace it.")
-    tmp = os.path.join(parent, f".tmp-{leaf}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    try:
+    with atomic.atomic_path(path, overwrite=overwrite) as tmp:
         write(tmp)
-        _move_into_place(tmp, path, overwrite)
-    finally:
-        if os.path.exists(tmp):
-            shutil.rmtree(tmp, ignore_errors=True)
     return path
 
 
@@ -823,10 +511,7 @@ def saved_model_op_types(path):
 def non_core_ops(path):
     """Op types of a SavedModel that are not core TensorFlow ops (sorted; empty when it is
     servable by a stock TF Serving / TensorFlow): custom ops and Python callbacks."""
-    from tensorflow.python.framework import op_def_registry
-
+    # `tf.raw_ops` lists every op TensorFlow itself registers (custom ops are not in it).
     return sorted(
-        op
-        for op in saved_model_op_types(path)
-        if op in PYTHON_OPS or op_def_registry.get(op) is None or not hasattr(tf.raw_ops, op)
+        op for op in saved_model_op_types(path) if op in PYTHON_OPS or not hasattr(tf.raw_ops, op)
     )

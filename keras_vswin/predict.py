@@ -14,12 +14,12 @@ official test protocol: `--num-clips` evenly spaced clips of `--clip-len` frames
 the shorter side resized to `--crop-size` (or `--short-side`), `--num-crops` crops along the
 longer side; softmax per view, averaged.
 
-Defaults, most specific first: the flags; what registry weights need (`keras_vswin.presets`:
-labels, views, clip length, frame rate); the protocol and labels a SavedModel exported by
-`keras_vswin.export_saved_model` carries (`assets.extra/`); the clip size of a model with a fixed
-input shape; then by label set: 4 x 3 views of 32 frames every 2nd frame at 224 pixels
-(Kinetics), or 1 x 3 views of 32 segment-uniform frames for Something-Something v2 models
-(174 classes).
+The view protocol (`keras_vswin.data.ViewProtocol`), most specific first: the flags (another
+`--sampling` starts from that sampling's official protocol); the protocol of registry weights
+(`keras_vswin.presets`) or the one a SavedModel exported by `keras_vswin.export_saved_model`
+carries (`assets.extra/`); the clip size of a model with a fixed input shape; else the official
+Kinetics protocol, 4 x 3 views of 32 frames every 2nd frame at 224 pixels (pass `--sampling
+uniform` for Something-Something v2 models: 1 x 3 views of 32 segment-uniform frames).
 
 `--saved-model` runs the SavedModel's `serve_float` signature on the same views, so both paths
 give the same numbers for the same weights.
@@ -32,13 +32,14 @@ with status 2.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
 import time
 
 import numpy as np
+
+from keras_vswin.data import views
 
 VARIANTS = ("T", "S", "B", "L")
 
@@ -81,32 +82,7 @@ def build_parser():
     )
     parser.add_argument("--top", type=int, default=5, help="classes to show per video")
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
-    protocol = parser.add_argument_group("view protocol (defaults: see the module help)")
-    protocol.add_argument("--clip-len", type=int, default=None, help="frames per clip")
-    protocol.add_argument("--frame-interval", type=int, default=None, help="step between frames")
-    protocol.add_argument("--num-clips", type=int, default=None, help="clips per video")
-    protocol.add_argument("--crop-size", type=int, default=None, help="crop size in pixels")
-    protocol.add_argument(
-        "--num-crops", type=int, choices=(1, 3), default=None, help="3 crops or the centre one"
-    )
-    protocol.add_argument(
-        "--sampling",
-        choices=("dense", "uniform"),
-        default=None,
-        help="dense (Kinetics SampleFrames) or uniform (SSv2 frame_uniform)",
-    )
-    protocol.add_argument(
-        "--short-side",
-        type=int,
-        default=None,
-        help="resize the shorter side to this before cropping (default: the crop size)",
-    )
-    protocol.add_argument(
-        "--fps",
-        type=float,
-        default=None,
-        help="decode at this frame rate (default: native, or what the weights need)",
-    )
+    protocol = views.add_arguments(parser)
     protocol.add_argument(
         "--decode-short-side",
         type=int,
@@ -126,39 +102,35 @@ def build_parser():
 class KerasClassifier:
     """A Keras classifier: `logits(views)` for normalised clips.
 
-    `defaults` (`protocol_for` arguments), `labels` and `fps` describe what the weights need
-    (registry weights bring them, see `export.preset_defaults`).
+    `protocol` (a `ViewProtocol`, default Kinetics 4x3) and `labels` describe what the weights
+    need (registry weights bring them, see `export.preset_protocol`).
     """
 
-    def __init__(self, model, defaults=None, labels=None, fps=None):
+    def __init__(self, model, protocol=None, labels=None):
         from keras_vswin import export
 
         self.model = model
         self.classes = int(model.outputs[0].shape[-1])
-        self.defaults = dict(defaults or {})
+        self.base_protocol = export.model_protocol(model, protocol)
         self.labels = labels
-        self.fps = fps
         self.antialias = False
         self.description = f"Keras model {model.name!r}"
         self._logits = export.logits_function(model)
         self._compiled = {}
 
-    def protocol(self, **overrides):
-        from keras_vswin import export
+    def protocol(self, args):
+        """The protocol after the command line's flags (a fixed input shape still wins)."""
+        protocol = views.from_arguments(args, self.base_protocol)
+        return views.for_input_shape(protocol, self.model.input_shape[1:])
 
-        arguments = {**self.defaults, **_given(overrides)}
-        if overrides.get("sampling") and overrides["sampling"] != self.defaults.get("sampling"):
-            arguments = _given(overrides)  # another sampling: that sampling's official defaults
-        return export.protocol_for(self.model, self.classes, **arguments)
-
-    def logits(self, views):
+    def logits(self, clips):
         import tensorflow as tf
 
-        key = tuple(views.shape[1:])
+        key = tuple(clips.shape[1:])
         if key not in self._compiled:
             spec = tf.TensorSpec((None, *key), tf.float32)
             self._compiled[key] = tf.function(self._logits, input_signature=[spec], autograph=False)
-        return self._compiled[key](views).numpy()
+        return self._compiled[key](clips).numpy()
 
 
 class SavedModelClassifier:
@@ -182,31 +154,21 @@ class SavedModelClassifier:
         self._loaded = loaded
         self._serve = loaded.signatures[export.SERVE_FLOAT]
         self.classes = int(self._serve.structured_outputs["logits"].shape[-1])
-        self.fps = self.metadata.get("fps")
+        saved = self.metadata.get("protocol")
+        self.base_protocol = (
+            views.ViewProtocol.from_dict(saved, f"{self.path} protocol")
+            if saved
+            else views.KINETICS
+        )
         self.antialias = bool(self.metadata.get("antialias", False))
         self.description = f"SavedModel {self.path!r}"
 
-    def protocol(self, **overrides):
-        from keras_vswin import export
+    def protocol(self, args):
+        """The protocol after the command line's flags."""
+        return views.from_arguments(args, self.base_protocol)
 
-        saved = _rename(self.metadata.get("protocol", {}))
-        arguments = {**saved, **_given(overrides)}
-        if overrides.get("sampling") and overrides["sampling"] != saved.get("sampling"):
-            arguments = _given(overrides)  # another sampling: that sampling's official defaults
-        return export.protocol_for(None, self.classes, **arguments)
-
-    def logits(self, views):
-        return self._serve(clips=views)["logits"].numpy()
-
-
-def _given(overrides):
-    return {k: v for k, v in overrides.items() if v is not None}
-
-
-def _rename(protocol_dict):
-    """ViewProtocol fields -> `protocol_for` arguments."""
-    names = {"crop_size": "resolution", "clip_len": "frames"}
-    return {names.get(k, k): v for k, v in protocol_dict.items()}
+    def logits(self, clips):
+        return self._serve(clips=clips)["logits"].numpy()
 
 
 def load_classifier(args):
@@ -226,11 +188,11 @@ def load_classifier(args):
         model = keras.saving.load_model(weights, compile=False)
     else:
         variant = args.variant or "B"
-        preset = export.preset_defaults(weights, variant)
+        preset = export.preset_protocol(weights, variant)
         if preset is not None:
-            defaults, labels, fps = preset
+            protocol, labels = preset
             model = getattr(keras_vswin, f"VideoSwin{variant}")(weights=weights)
-            return KerasClassifier(model, defaults, load_labels(labels), fps)
+            return KerasClassifier(model, protocol, load_labels(labels))
         classes = args.classes
         if classes is None and args.labels and str(weights).endswith(".weights.h5"):
             classes = len(load_labels(args.labels))
@@ -253,7 +215,7 @@ def decode_clip_frames(path, protocol, short_side=256, fps=None):
     Raises:
         keras_vswin.video.VideoDecodeError: the file cannot be (completely) decoded.
     """
-    from keras_vswin import export, video
+    from keras_vswin import video
 
     info = video.probe_video(path)
     num_frames = None if fps else info.num_frames or None
@@ -263,7 +225,7 @@ def decode_clip_frames(path, protocol, short_side=256, fps=None):
         wanted = (
             set()
             if num_frames is None
-            else set(export.sample_indices(num_frames, protocol).reshape(-1).tolist())
+            else set(views.sample_indices(num_frames, protocol).reshape(-1).tolist())
         )
         kept, count = {}, 0
         for index, frame in enumerate(
@@ -273,7 +235,7 @@ def decode_clip_frames(path, protocol, short_side=256, fps=None):
                 kept[index] = frame
             count = index + 1
         if count == num_frames:
-            indices = export.sample_indices(num_frames, protocol).reshape(-1)
+            indices = views.sample_indices(num_frames, protocol).reshape(-1)
             return np.stack([kept[i] for i in indices]), num_frames, (info.height, info.width)
         num_frames = count
     raise video.VideoDecodeError(path, "the frame count changed between two decoding passes")
@@ -285,16 +247,14 @@ def classify_video(
     """Classify one file; returns a JSON-ready dict (see `main`)."""
     import tensorflow as tf
 
-    from keras_vswin import export
-
     start = time.perf_counter()
     frames, num_frames, source_size = decode_clip_frames(path, protocol, short_side, fps)
-    views = export.spatial_views(
+    clips = views.spatial_views(
         tf.constant(frames[None]), protocol, antialias=classifier.antialias
     ).numpy()[0]
     probabilities = []
-    for i in range(0, len(views), batch_size):
-        logits = classifier.logits(views[i : i + batch_size])
+    for i in range(0, len(clips), batch_size):
+        logits = classifier.logits(clips[i : i + batch_size])
         probabilities.append(tf.nn.softmax(logits, axis=-1).numpy())
     mean = np.concatenate(probabilities).mean(axis=0)
     order = np.argsort(-mean, kind="stable")[: min(top, len(mean))]
@@ -302,9 +262,9 @@ def classify_video(
         "file": str(path),
         "num_frames": int(num_frames),
         "size": list(source_size),
-        "clip_span": int(export.clip_span(protocol)),
-        "looped": bool(num_frames < export.clip_span(protocol)),
-        "views": int(len(views)),
+        "clip_span": int(protocol.clip_span),
+        "looped": bool(num_frames < protocol.clip_span),
+        "views": int(len(clips)),
         "seconds": round(time.perf_counter() - start, 3),
         "top": [
             {
@@ -361,16 +321,8 @@ def main(argv=None):
         from keras_vswin.preprocessing import load_labels
 
         classifier = load_classifier(args)
-        protocol = classifier.protocol(
-            resolution=args.crop_size,
-            frames=args.clip_len,
-            frame_interval=args.frame_interval,
-            num_clips=args.num_clips,
-            num_crops=args.num_crops,
-            sampling=args.sampling,
-            short_side=args.short_side,
-        )
-        fps = args.fps if args.fps is not None else classifier.fps
+        protocol = classifier.protocol(args)
+        fps = protocol.fps
         if args.labels:
             labels = load_labels(args.labels)
         else:
@@ -413,7 +365,7 @@ def main(argv=None):
     if args.json:
         document = {
             "model": classifier.description,
-            "protocol": dataclasses.asdict(protocol),
+            "protocol": protocol.to_dict(),
             "fps": fps,
             "results": results,
         }

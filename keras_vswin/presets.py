@@ -1,46 +1,22 @@
 """Pretrained Video Swin weights: one data table of what exists, where, and what it needs.
 
-`PRESETS[name]` describes one released training run (data, labels, evaluation protocol,
-preprocessing, window) and, under `variants`, one checkpoint per model size ("T", "S", "B", as in
-`keras_vswin.model.VARIANTS`) with its URL, pretraining and the accuracy the authors report.
+`PRESETS[name]` describes one released training run (data, labels, the test-time
+`ViewProtocol` its accuracy was measured with, normalisation, window) and, under `variants`,
+one checkpoint per model size ("T", "S", "B", as in `keras_vswin.model.VARIANTS`) with its
+URL, pretraining and the accuracy the authors report.
 `keras_vswin.weights` downloads and converts them; nothing else reads URLs. No SHA-256 is
 published for the official files (`sha256: None`): a download is trusted once it converts
 strictly into the expected architecture.
 """
 
+from keras_vswin.data.views import KINETICS, SSV2, TORCHVISION_KINETICS
 from keras_vswin.preprocessing import MEAN_RGB, STD_RGB
 
 OFFICIAL = "https://github.com/SwinTransformer/storage/releases/download/v1.0.4/"
 TORCHVISION = "https://download.pytorch.org/models/"
 
-# Test-time preprocessing of the official recipe (RGB input in 0-255).
-KINETICS_PREPROCESSING = dict(
-    mean=MEAN_RGB,
-    std=STD_RGB,
-    clip_len=32,
-    frame_interval=2,
-    sampling="dense",
-    short_side=224,
-    crop_size=224,
-)
-SSV2_PREPROCESSING = dict(
-    mean=MEAN_RGB,
-    std=STD_RGB,
-    clip_len=32,
-    frame_interval=None,
-    sampling="uniform",
-    short_side=224,
-    crop_size=224,
-)
-TORCHVISION_PREPROCESSING = dict(
-    mean=MEAN_RGB,
-    std=STD_RGB,
-    clip_len=32,
-    frame_interval=None,
-    sampling="dense, 15 fps",
-    short_side=256,
-    crop_size=224,
-)
+# Every release expects RGB input in 0-255 normalised with the official statistics.
+NORMALISATION = dict(mean=MEAN_RGB, std=STD_RGB)
 
 PRESETS = {
     "kinetics400": {
@@ -48,8 +24,8 @@ PRESETS = {
         "labels": "kinetics400",
         "classes": 400,
         "window_size": (8, 7, 7),
-        "views": "4x3",
-        "preprocessing": KINETICS_PREPROCESSING,
+        "protocol": KINETICS,
+        "preprocessing": NORMALISATION,
         "variants": {
             "T": dict(
                 url=OFFICIAL + "swin_tiny_patch244_window877_kinetics400_1k.pth",
@@ -79,8 +55,8 @@ PRESETS = {
         "labels": "kinetics400",
         "classes": 400,
         "window_size": (8, 7, 7),
-        "views": "4x3",
-        "preprocessing": KINETICS_PREPROCESSING,
+        "protocol": KINETICS,
+        "preprocessing": NORMALISATION,
         "variants": {
             "B": dict(
                 url=OFFICIAL + "swin_base_patch244_window877_kinetics400_22k.pth",
@@ -96,8 +72,8 @@ PRESETS = {
         "labels": "kinetics600",
         "classes": 600,
         "window_size": (8, 7, 7),
-        "views": "4x3",
-        "preprocessing": KINETICS_PREPROCESSING,
+        "protocol": KINETICS,
+        "preprocessing": NORMALISATION,
         "variants": {
             "B": dict(
                 url=OFFICIAL + "swin_base_patch244_window877_kinetics600_22k.pth",
@@ -114,8 +90,8 @@ PRESETS = {
         "labels": "something_something_v2",
         "classes": 174,
         "window_size": (16, 7, 7),
-        "views": "1x3",
-        "preprocessing": SSV2_PREPROCESSING,
+        "protocol": SSV2,
+        "preprocessing": NORMALISATION,
         "variants": {
             "B": dict(
                 url=OFFICIAL + "swin_base_patch244_window1677_sthv2.pth",
@@ -133,8 +109,8 @@ PRESETS = {
         "labels": "kinetics400",
         "classes": 400,
         "window_size": (8, 7, 7),
-        "views": "12x1",
-        "preprocessing": TORCHVISION_PREPROCESSING,
+        "protocol": TORCHVISION_KINETICS,
+        "preprocessing": NORMALISATION,
         "variants": {
             "T": dict(
                 url=TORCHVISION + "swin3d_t-7615ae03.pth",
@@ -164,8 +140,8 @@ PRESETS = {
         "labels": "kinetics400",
         "classes": 400,
         "window_size": (8, 7, 7),
-        "views": "12x1",
-        "preprocessing": TORCHVISION_PREPROCESSING,
+        "protocol": TORCHVISION_KINETICS,
+        "preprocessing": NORMALISATION,
         "variants": {
             "B": dict(
                 url=TORCHVISION + "swin3d_b_22k-7c6ae6fa.pth",

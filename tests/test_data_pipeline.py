@@ -23,6 +23,11 @@ from keras_vswin.data import write_shards as write_cli  # noqa: E402
 FRAME_COUNTS = {"v0": 40, "v1": 12, "v2": 30, "v3": 48, "v4": 25, "v5": 21}
 
 
+def protocol_of(**fields):
+    """A `ViewProtocol` with `fields` (the rest: the Kinetics defaults)."""
+    return data.ViewProtocol(**fields)
+
+
 def to_pixels(clips):
     """Normalised float clips -> 0-255 values (undoing MEAN_RGB / STD_RGB)."""
     return np.asarray(clips) * np.asarray(STD_RGB, np.float32) + np.asarray(MEAN_RGB, np.float32)
@@ -172,7 +177,11 @@ def test_random_resized_crop_window_properties():
 
 def test_eval_dataset_gives_the_centre_clip_normalised(shards):
     dataset = data.eval_dataset(
-        str(shards), 4, num_classes=2, clip_len=8, short_side=64, crop_size=56, with_filenames=True
+        str(shards),
+        4,
+        num_classes=2,
+        protocol=protocol_of(clip_len=8, short_side=64, crop_size=56),
+        with_filenames=True,
     )
     seen = {}
     for clips, labels, names in dataset:
@@ -194,11 +203,7 @@ def test_test_dataset_returns_all_views_in_documented_order(shards):
         str(shards),
         2,
         num_classes=2,
-        clip_len=8,
-        num_clips=2,
-        num_crops=3,
-        short_side=64,
-        crop_size=56,
+        protocol=protocol_of(clip_len=8, num_clips=2, num_crops=3, short_side=64, crop_size=56),
         with_filenames=True,
         label_mode="int",
     )
@@ -315,7 +320,7 @@ def test_labels_smoothing_and_int_mode(shards):
     with pytest.raises(ValueError, match="one_hot"):
         data.train_dataset(str(shards), 2, label_mode="int", mixup=0.8)
     with pytest.raises(ValueError, match="sampling"):
-        data.eval_dataset(str(shards), 2, num_classes=2, sampling="random")
+        data.eval_dataset(str(shards), 2, num_classes=2, protocol={"sampling": "random"})
     with pytest.raises(ValueError, match="matches no shard"):
         data.eval_dataset(str(shards / "nothing-*.tfrecord"), 2, num_classes=2)
 
@@ -334,7 +339,7 @@ def test_uniform_sampling_pipeline_and_determinism(shards):
         np.testing.assert_array_equal(labels_a, labels_b)
     assert any(not np.array_equal(a[0], b[0]) for a, b in zip(first, other, strict=True))
     evaluation = data.eval_dataset(
-        str(shards), 6, clip_len=4, sampling="uniform", short_side=64, crop_size=64,
+        str(shards), 6, protocol=data.SSV2.replace(clip_len=4, short_side=64, crop_size=64),
         label_mode="int", with_filenames=True,
     )  # fmt: skip
     clips, _, names = next(iter(evaluation))
@@ -373,7 +378,9 @@ def corrupt_shards(shards, tmp_path_factory):
                                           ("cut", "truncated after record 1")])  # fmt: skip
 def test_corrupt_records_raise_naming_the_file(corrupt_shards, kind, reason):
     path = corrupt_shards[kind]
-    dataset = data.eval_dataset(path, 1, num_classes=2, clip_len=4, short_side=64, crop_size=48)
+    dataset = data.eval_dataset(
+        path, 1, num_classes=2, protocol=protocol_of(clip_len=4, short_side=64, crop_size=48)
+    )
     with pytest.raises(tf.errors.InvalidArgumentError) as info:
         for _ in dataset:
             pass
@@ -384,8 +391,8 @@ def test_corrupt_records_raise_naming_the_file(corrupt_shards, kind, reason):
 def test_corrupt_records_are_skipped_and_counted(corrupt_shards):
     counter = data.CorruptRecords()
     dataset = data.eval_dataset(
-        list(corrupt_shards.values()), 1, num_classes=2, clip_len=4, short_side=64,
-        crop_size=48, skip_corrupt=counter,
+        list(corrupt_shards.values()), 1, num_classes=2,
+        protocol=protocol_of(clip_len=4, short_side=64, crop_size=48), skip_corrupt=counter,
     )  # fmt: skip
     clips = [c.numpy() for c, _ in dataset]
     assert len(clips) == 2 + 1 + 1  # proto: 2 good, jpeg: 1 good, cut: 1 complete record
@@ -406,7 +413,8 @@ def test_input_context_gives_each_pipeline_its_own_files(shards):
             num_input_pipelines=2, input_pipeline_id=pipeline, num_replicas_in_sync=2
         )
         dataset = data.eval_dataset(
-            str(shards), 4, num_classes=2, clip_len=4, short_side=64, crop_size=32,
+            str(shards), 4, num_classes=2,
+            protocol=protocol_of(clip_len=4, short_side=64, crop_size=32),
             with_filenames=True, input_context=context,
         )  # fmt: skip
         mine = []

@@ -17,7 +17,8 @@ import pytest
 import tensorflow as tf
 
 import keras_vswin
-from keras_vswin import export
+from keras_vswin import data, export
+from keras_vswin.data import ViewProtocol, views
 
 TINY = dict(embed_dim=16, depths=(2, 2), num_heads=(1, 2), window_size=(2, 3, 3), classes=5)
 LABELS = ["walking", "running", "jumping", "sitting", "waving"]
@@ -169,10 +170,9 @@ def exported(classifier, tmp_path_factory):
         base,
         name="tiny",
         labels=LABELS,
-        frames=CLIP_LEN,
-        frame_interval=INTERVAL,
-        num_clips=NUM_CLIPS,
-        resolution=CROP,
+        protocol=ViewProtocol(
+            clip_len=CLIP_LEN, frame_interval=INTERVAL, num_clips=NUM_CLIPS, crop_size=CROP
+        ),
     )
     return base, path
 
@@ -215,6 +215,7 @@ def test_versioned_layout_and_metadata(exported):
         num_crops=3,
         sampling="dense",
         short_side=None,
+        fps=None,
     )
     assert metadata["signatures"] == ["serving_default", "serve_float", "serve_multiview"]
 
@@ -368,19 +369,19 @@ def test_bad_export_arguments_raise_named_errors(classifier, tmp_path):
     with pytest.raises(ValueError, match="precision"):
         export.export_saved_model(classifier, tmp_path, precision="float16")
     with pytest.raises(ValueError, match="num_clips"):
-        export.export_saved_model(classifier, tmp_path, sampling="uniform", num_clips=4)
+        export.export_saved_model(classifier, tmp_path, protocol={"sampling": "uniform"})
     assert not os.listdir(tmp_path)
 
 
 def test_uniform_sampling_matches_the_ssv2_rule():
-    protocol = export.protocol_for(classes=174, frames=8)
+    protocol = data.SSV2.replace(clip_len=8)
     assert (protocol.sampling, protocol.num_clips, protocol.num_crops) == ("uniform", 1, 3)
     for num_frames in (3, 8, 50):
         segment = (num_frames - 1) / 8
         starts = np.round(segment * np.arange(8)).astype(int)
         ends = np.round(segment * np.arange(1, 9)).astype(int)
         video = np.arange(num_frames, dtype="float32")[None, :, None, None, None]
-        frames = export.clip_frames(np.broadcast_to(video, (1, num_frames, 2, 2, 3)), protocol)
+        frames = views.clip_frames(np.broadcast_to(video, (1, num_frames, 2, 2, 3)), protocol)
         np.testing.assert_array_equal(frames.numpy()[0, :, 0, 0, 0], (starts + ends) // 2)
 
 
@@ -390,9 +391,7 @@ def test_bfloat16_xla_export_matches_float32(classifier, exported, videos, tmp_p
         tmp_path,
         name="fast",
         labels=LABELS,
-        frames=CLIP_LEN,
-        num_clips=NUM_CLIPS,
-        resolution=CROP,
+        protocol=ViewProtocol(clip_len=CLIP_LEN, num_clips=NUM_CLIPS, crop_size=CROP),
         precision="bfloat16",
         jit_compile=True,
     )
@@ -458,28 +457,35 @@ def test_feature_vector_export_trains_a_head_through_tfsmlayer(classifier, tmp_p
 
 
 def test_registry_weights_bring_their_test_protocol():
-    arguments, labels, fps = export.preset_defaults("kinetics400", "T")
-    assert export.protocol_for(classes=400, **arguments) == export.PROTOCOLS["kinetics"]
-    assert (labels, fps) == ("kinetics400", None)
-    arguments, labels, _ = export.preset_defaults("something_something_v2", "B")
-    protocol = export.protocol_for(classes=174, **arguments)
-    assert protocol == export.PROTOCOLS["something_something_v2"]
+    assert export.preset_protocol("kinetics400", "T") == (data.KINETICS, "kinetics400")
+    protocol, labels = export.preset_protocol("something_something_v2", "B")
+    assert protocol == data.SSV2
     assert (protocol.num_views, labels) == (3, "something_something_v2")
-    arguments, _, fps = export.preset_defaults("kinetics400_torchvision", "T")
-    protocol = export.protocol_for(**arguments)
-    assert (protocol.num_clips, protocol.num_crops, protocol.resize_to, fps) == (12, 1, 256, 15.0)
-    assert export.preset_defaults("model.keras", "T") is None
+    protocol, _ = export.preset_protocol("kinetics400_torchvision", "T")
+    assert (protocol.num_clips, protocol.num_crops, protocol.resize_to, protocol.fps) == (
+        12,
+        1,
+        256,
+        15.0,
+    )
+    assert export.preset_protocol("model.keras", "T") is None
+
+
+def test_a_fixed_input_shape_sets_clip_length_and_crop():
+    model = keras_vswin.VideoSwin(**TINY, input_shape=(6, 40, 40, 3))
+    assert export.model_protocol(model) == data.KINETICS.replace(clip_len=6, crop_size=40)
+    assert export.model_protocol(model, data.SSV2).sampling == "uniform"
 
 
 def test_short_side_resize_then_centre_crop():
-    protocol = export.ViewProtocol(clip_len=2, frame_interval=1, num_clips=1, crop_size=32,
-                                   num_crops=1, short_side=40)  # fmt: skip
+    protocol = ViewProtocol(clip_len=2, frame_interval=1, num_clips=1, crop_size=32,
+                            num_crops=1, short_side=40)  # fmt: skip
     columns = np.broadcast_to(np.arange(60, dtype="float32")[None, :, None], (80, 60, 3))
     rows = np.broadcast_to(np.arange(80, dtype="float32")[:, None, None], (80, 60, 3))
     video = np.stack([columns, rows])[None]  # 2 frames of 80x60: x and y coordinates
-    views = export.spatial_views(video, protocol).numpy()[0, 0]  # (2, 32, 32, 3), normalised
+    crops = views.spatial_views(video, protocol).numpy()[0, 0]  # (2, 32, 32, 3), normalised
     pixels = (
-        views * np.array(keras_vswin.preprocessing.STD_RGB) + keras_vswin.preprocessing.MEAN_RGB
+        crops * np.array(keras_vswin.preprocessing.STD_RGB) + keras_vswin.preprocessing.MEAN_RGB
     )
     # 80x60 -> 53x40 (shorter side 40), then the centre 32x32: rows 10-41, columns 4-35
     # (bilinear sampling of a ramp at pixel centres, rounded to integers).
@@ -488,4 +494,4 @@ def test_short_side_resize_then_centre_crop():
     np.testing.assert_allclose(pixels[0, 0, :, 0], expected_columns, atol=1e-3)
     np.testing.assert_allclose(pixels[1, :, 0, 0], expected_rows, atol=1e-3)
     with pytest.raises(ValueError, match="short_side"):
-        export.ViewProtocol(crop_size=224, short_side=200)
+        ViewProtocol(crop_size=224, short_side=200)

@@ -63,8 +63,8 @@ def workdir(tmp_path_factory):
 
     proc = run_module(
         "conversion.export", root / "tiny.keras", "--output", root / "exports", "--name", "tiny",
-        "--labels", root / "labels.txt", "--frames", "4", "--frame-interval", "2",
-        "--num-clips", "2", "--resolution", "32",
+        "--labels", root / "labels.txt", "--clip-len", "4", "--frame-interval", "2",
+        "--num-clips", "2", "--crop-size", "32",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "Exported" in proc.stdout

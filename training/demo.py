@@ -7,8 +7,8 @@ python -m training.demo --output /tmp/demo --epochs 10
 ```
 
 1. generates the synthetic moving-shapes dataset (`keras_vswin.data.synthetic`: 8 classes that
-   are time reversals of each other in pairs, so only the order of the frames tells them apart) as mp4
-   files, and shards it with `keras-vswin write-shards`;
+   are time reversals of each other in pairs, so only the order of the frames tells them apart)
+   as mp4 files, and shards it with `keras-vswin write-shards`;
 2. trains a small Video Swin with `keras-vswin train --config demo` (the paper's recipe,
    scaled down: AdamW with parameter groups, warmup + cosine, stochastic depth, label
    smoothing);
@@ -144,8 +144,8 @@ def main(argv=None):
 
     _banner("4/5 SavedModel export (keras_vswin.export)")
     from keras_vswin.export import export_saved_model
+    from keras_vswin.finetune import recipe
 
-    data = config["data"]
     export_dir = export_saved_model(
         model,
         os.path.join(output, "export"),
@@ -153,12 +153,7 @@ def main(argv=None):
         version=1,
         overwrite=True,
         labels=report["classes"],
-        frames=data["clip_len"],
-        frame_interval=data["frame_interval"],
-        num_clips=data["num_clips"],
-        num_crops=data["num_crops"],
-        resolution=data["crop_size"],
-        short_side=data["test_short_side"],
+        protocol=recipe.view_protocol(config, "test"),
     )
     print(f"SavedModel: {export_dir}")
 

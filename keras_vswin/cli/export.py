@@ -23,6 +23,8 @@ import os
 import sys
 import time
 
+from keras_vswin.data import views
+
 
 def build_parser():
     parser = argparse.ArgumentParser(
@@ -63,30 +65,7 @@ def build_parser():
         help="class names: a label set name or a text file (default: from the class count)",
     )
     parser.add_argument("--top-k", type=int, default=5, help="top classes returned (default 5)")
-    parser.add_argument("--resolution", type=int, default=None, help="crop size (default 224)")
-    parser.add_argument("--frames", type=int, default=None, help="clip length (default 32)")
-    parser.add_argument("--frame-interval", type=int, default=None, help="frame step (default 2)")
-    parser.add_argument(
-        "--num-clips", type=int, default=None, help="clips of serve_multiview (default 4)"
-    )
-    parser.add_argument(
-        "--num-crops", type=int, choices=(1, 3), default=None, help="crops per clip (default 3)"
-    )
-    parser.add_argument(
-        "--short-side",
-        type=int,
-        default=None,
-        help="resize the shorter side to this before cropping (default: the crop size)",
-    )
-    parser.add_argument(
-        "--fps", type=float, default=None, help="frame rate the model expects (metadata only)"
-    )
-    parser.add_argument(
-        "--sampling",
-        choices=("dense", "uniform"),
-        default=None,
-        help="dense (Kinetics) or uniform (SSv2); default from the class count",
-    )
+    views.add_arguments(parser)
     parser.add_argument(
         "--precision",
         choices=("float32", "bfloat16"),
@@ -132,26 +111,14 @@ def main(argv=None):
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
-        from keras_vswin.export import export_saved_model, preset_defaults
+        from keras_vswin.export import export_saved_model, preset_protocol
 
         start = time.perf_counter()
         model = load_model(args.source, args.variant, args.classes, args.feature_vector)
         loaded = time.perf_counter()
         name = args.name or model.name + ("_feature_vector" if args.feature_vector else "")
-        # Registry weights bring their test protocol, labels and frame rate; flags win.
-        protocol, labels, fps = preset_defaults(args.source, args.variant) or ({}, None, None)
-        given = dict(
-            resolution=args.resolution,
-            frames=args.frames,
-            frame_interval=args.frame_interval,
-            num_clips=args.num_clips,
-            num_crops=args.num_crops,
-            sampling=args.sampling,
-            short_side=args.short_side,
-        )
-        if args.sampling and args.sampling != protocol.get("sampling"):
-            protocol = {}  # another sampling: that sampling's official defaults
-        protocol.update({k: v for k, v in given.items() if v is not None})
+        # Registry weights bring their test protocol and labels; flags win.
+        protocol, labels = preset_protocol(args.source, args.variant) or (views.KINETICS, None)
         path = export_saved_model(
             model,
             args.output,
@@ -161,11 +128,10 @@ def main(argv=None):
             feature_vector=args.feature_vector,
             labels=args.labels or (None if args.feature_vector else labels),
             top_k=args.top_k,
-            fps=args.fps if args.fps is not None else fps,
+            protocol=views.from_arguments(args, protocol),
             antialias=args.antialias,
             precision=args.precision,
             jit_compile=args.jit,
-            **protocol,
         )
     except (ValueError, OSError, ImportError) as error:
         print(f"error: {error}", file=sys.stderr)

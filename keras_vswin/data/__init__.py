@@ -1,28 +1,65 @@
-"""tf.data input pipelines for Video Swin: TFRecord shards -> `(clips, labels)` batches.
+"""Video data: tf.data pipelines over TFRecord shards, shard writing, and the view protocol.
 
 - `train_dataset`, `eval_dataset`, `test_dataset`: the three pipelines (see their docstrings);
   clips are `(batch, frames, height, width, 3)` float32, normalised like
   `keras_vswin.preprocess_input` (test: `(batch, views, frames, height, width, 3)`).
+- `ViewProtocol` (`data.views`): how a video becomes test-time views; `KINETICS`, `SSV2`.
 - `distribute_dataset`: per-worker file sharding with `tf.distribute` strategies.
 - `CorruptRecords`: what `skip_corrupt` dropped.
-- `schema` (the shard format), `sampling` (frame indices), `augment` (clip augmentations).
+- `schema` (the shard format), `sampling` (frame indices), `augment` (clip augmentations),
+  `write_shards` / `inspect_shards` / `synthetic` (the shard commands).
+
+TensorFlow is imported when a pipeline is first used, not by `import keras_vswin`.
 """
 
-from keras_vswin.data import augment, sampling, schema
-from keras_vswin.data.augment import ClipRandAugment
-from keras_vswin.data.datasets import (
-    CorruptRecords,
-    distribute_dataset,
-    eval_dataset,
-    list_shards,
-    normalize,
-    test_dataset,
-    train_dataset,
+import importlib
+
+from keras_vswin.data.views import (
+    KINETICS,
+    KINETICS_VALIDATION,
+    SSV2,
+    TORCHVISION_KINETICS,
+    ViewProtocol,
 )
 
+_DATASETS = (
+    "CorruptRecords",
+    "distribute_dataset",
+    "eval_dataset",
+    "list_shards",
+    "normalize",
+    "test_dataset",
+    "train_dataset",
+)
+_MODULES = (
+    "augment",
+    "datasets",
+    "inspect_shards",
+    "sampling",
+    "schema",
+    "synthetic",
+    "write_shards",
+)
+
+
+def __getattr__(name):
+    if name in _DATASETS:
+        return getattr(importlib.import_module("keras_vswin.data.datasets"), name)
+    if name == "ClipRandAugment":
+        return importlib.import_module("keras_vswin.data.augment").ClipRandAugment
+    if name in _MODULES:
+        return importlib.import_module(f"keras_vswin.data.{name}")
+    raise AttributeError(f"module 'keras_vswin.data' has no attribute {name!r}")
+
+
 __all__ = [
+    "KINETICS",
+    "KINETICS_VALIDATION",
+    "SSV2",
+    "TORCHVISION_KINETICS",
     "ClipRandAugment",
     "CorruptRecords",
+    "ViewProtocol",
     "augment",
     "distribute_dataset",
     "eval_dataset",

@@ -38,7 +38,8 @@ import threading
 import tensorflow as tf
 
 from keras_vswin.data import augment, sampling, schema
-from keras_vswin.preprocessing import MEAN_RGB, STD_RGB
+from keras_vswin.data import views as view_protocol
+from keras_vswin.data.views import KINETICS, KINETICS_VALIDATION, ViewProtocol, normalize
 
 AUTOTUNE = tf.data.AUTOTUNE
 _LOG = logging.getLogger("keras_vswin.data")
@@ -414,13 +415,13 @@ def _eval_decoder(config):
 
 def _test_decoder(config):
     clip_len, crop, short_side = config["clip_len"], config["crop_size"], config["short_side"]
-    num_clips, num_crops = config["num_clips"], config["num_crops"]
-    views = num_clips * num_crops
+    protocol = config["protocol"]
+    views = protocol.num_views
 
     def decode(record, seed, name):
         del seed
         context, frames, num_frames = _parse(record, name)
-        indices = tf.reshape(_sample(num_frames, config, False, None, num_clips), [-1])
+        indices = tf.reshape(view_protocol.clip_indices(num_frames, protocol), [-1])
         jpegs = tf.gather(frames, indices)
         shape = tf.image.extract_jpeg_shape(jpegs[0])
         size = augment.short_side_size(shape[0], shape[1], short_side)
@@ -430,32 +431,13 @@ def _test_decoder(config):
             lambda: decoded,
             lambda: _resize_uint8(decoded, size),
         )
-        if num_crops == 3:
-            offsets = augment.three_crop_offsets(size[0], size[1], crop)
-        else:
-            y, x = augment.centre_crop_offsets(size[0], size[1], crop)
-            offsets = tf.stack([[y, x]])
-        crops = [
-            decoded[:, offsets[k, 0] : offsets[k, 0] + crop, offsets[k, 1] : offsets[k, 1] + crop]
-            for k in range(num_crops)
-        ]
-        clips = tf.reshape(tf.stack(crops, axis=1), [num_clips, clip_len, num_crops, crop, crop, 3])
-        clips = tf.transpose(clips, [0, 2, 1, 3, 4, 5])  # view = clip * num_crops + crop
-        clips = tf.reshape(clips, [views, clip_len, crop, crop, 3])
-        return _outputs(context, clips)
+        return _outputs(context, view_protocol.crop_views(decoded[None], protocol)[0])
 
     return decode, _placeholder([views, clip_len, crop, crop, 3])
 
 
 # --------------------------------------------------------------------------------------------
 # Batches
-
-
-def normalize(clips):
-    """uint8/float RGB 0-255 -> float32 `(x - MEAN_RGB) / STD_RGB` (the model's input)."""
-    mean = tf.constant(MEAN_RGB, tf.float32)
-    std = tf.constant(STD_RGB, tf.float32)
-    return (tf.cast(clips, tf.float32) - mean) / std
 
 
 def _labels(label_index, config):
@@ -692,11 +674,7 @@ def eval_dataset(
     batch_size,
     *,
     num_classes=None,
-    clip_len=32,
-    frame_interval=2,
-    sampling="dense",
-    short_side=256,
-    crop_size=224,
+    protocol=None,
     label_mode="one_hot",
     cycle_length=None,
     deterministic=True,
@@ -706,36 +684,22 @@ def eval_dataset(
 ):
     """Validation batches: one pass, one deterministic centre clip and centre crop per video.
 
-    The clip is the test-mode clip with `num_clips=1` (centred in time, or segment middles for
-    `sampling="uniform"`); frames are scaled to `short_side` (skipped when the shards already
-    have it) and centre-cropped to `crop_size`.
+    Args:
+        protocol: a `ViewProtocol` (or a dict of its fields), reduced to its single view: the
+            test-mode clip with `num_clips=1` (centred in time, or segment middles for
+            `sampling="uniform"`), frames scaled to `short_side` (skipped when the shards
+            already have it) and centre-cropped to `crop_size`. Default `KINETICS_VALIDATION`
+            (32x2 frames, short side 256, 224 crop: mmaction's validation pipeline).
 
     Returns:
         `(clips, labels)` or, with `with_filenames`, `(clips, labels, filenames)`; clips
         `(batch, clip_len, crop_size, crop_size, 3)` float32 normalised, the last batch possibly
         smaller. Other arguments as in `train_dataset`.
     """
-    _check_common(
-        batch_size, clip_len, frame_interval, crop_size, sampling, label_mode, num_classes
-    )
-    if short_side < crop_size:
-        raise ValueError(f"short_side ({short_side}) must be >= crop_size ({crop_size})")
-    files_cycle = cycle_length or 8
-    config = {
-        "clip_len": clip_len,
-        "frame_interval": frame_interval,
-        "sampling": sampling,
-        "crop_size": crop_size,
-        "short_side": short_side,
-        "shuffle_buffer": 1,
-        "cycle_length": files_cycle,
-        "deterministic": deterministic,
-        "counter": _counter(skip_corrupt),
-        "parallel_decode": AUTOTUNE,
-        "label_mode": label_mode,
-        "num_classes": num_classes,
-        "label_smoothing": 0.0,
-    }
+    protocol = ViewProtocol.from_dict(protocol or KINETICS_VALIDATION, "protocol").single_view()
+    config = _evaluation_config(protocol, batch_size, label_mode, num_classes)
+    config.update(cycle_length=cycle_length or 8, deterministic=deterministic)
+    config["counter"] = _counter(skip_corrupt)
     return _evaluation_dataset(
         file_pattern,
         batch_size,
@@ -751,13 +715,7 @@ def test_dataset(
     batch_size,
     *,
     num_classes=None,
-    clip_len=32,
-    frame_interval=2,
-    sampling="dense",
-    num_clips=4,
-    num_crops=3,
-    short_side=224,
-    crop_size=224,
+    protocol=None,
     label_mode="one_hot",
     cycle_length=None,
     deterministic=True,
@@ -767,10 +725,11 @@ def test_dataset(
 ):
     """Multi-view test batches: every view of each video, for averaging softmax over views.
 
-    Views are `num_clips` evenly spaced clips (test-mode dense sampling; Kinetics 4) times
-    `num_crops` crops (3: start, centre and end of the long side after scaling the short side to
-    `short_side`, the official ThreeCrop; 1: centre crop). SSv2: `sampling="uniform",
-    num_clips=1`.
+    Args:
+        protocol: a `ViewProtocol` (or a dict of its fields); default `KINETICS`: 4 evenly
+            spaced clips (test-mode dense sampling) x 3 crops (start, centre and end of the long
+            side after scaling the short side to `short_side`, the official ThreeCrop).
+            `SSV2`: uniform sampling, 1 clip x 3 crops.
 
     Returns:
         `(clips, labels)` (or with filenames), clips of shape
@@ -778,34 +737,10 @@ def test_dataset(
         where view `v = clip * num_crops + crop`. A 4x3 batch of one 32x224x224 video is 231 MB.
         Other arguments as in `eval_dataset`.
     """
-    _check_common(
-        batch_size, clip_len, frame_interval, crop_size, sampling, label_mode, num_classes
-    )
-    if num_crops not in (1, 3):
-        raise ValueError(f"num_crops must be 1 or 3, got {num_crops}")
-    if num_clips < 1:
-        raise ValueError(f"num_clips must be >= 1, got {num_clips}")
-    if sampling == "uniform" and num_clips != 1:
-        raise ValueError("sampling='uniform' takes one clip per video: use num_clips=1")
-    if short_side < crop_size:
-        raise ValueError(f"short_side ({short_side}) must be >= crop_size ({crop_size})")
-    config = {
-        "clip_len": clip_len,
-        "frame_interval": frame_interval,
-        "sampling": sampling,
-        "crop_size": crop_size,
-        "short_side": short_side,
-        "num_clips": num_clips,
-        "num_crops": num_crops,
-        "shuffle_buffer": 1,
-        "cycle_length": cycle_length or 8,
-        "deterministic": deterministic,
-        "counter": _counter(skip_corrupt),
-        "parallel_decode": AUTOTUNE,
-        "label_mode": label_mode,
-        "num_classes": num_classes,
-        "label_smoothing": 0.0,
-    }
+    protocol = ViewProtocol.from_dict(protocol or KINETICS, "protocol")
+    config = _evaluation_config(protocol, batch_size, label_mode, num_classes)
+    config.update(cycle_length=cycle_length or 8, deterministic=deterministic)
+    config["counter"] = _counter(skip_corrupt)
     return _evaluation_dataset(
         file_pattern,
         batch_size,
@@ -814,6 +749,33 @@ def test_dataset(
         with_filenames=with_filenames,
         input_context=input_context,
     )
+
+
+def _evaluation_config(protocol, batch_size, label_mode, num_classes):
+    _check_common(
+        batch_size,
+        protocol.clip_len,
+        protocol.frame_interval,
+        protocol.crop_size,
+        protocol.sampling,
+        label_mode,
+        num_classes,
+    )
+    return {
+        "protocol": protocol,
+        "clip_len": protocol.clip_len,
+        "frame_interval": protocol.frame_interval,
+        "sampling": protocol.sampling,
+        "crop_size": protocol.crop_size,
+        "short_side": protocol.resize_to,
+        "num_clips": protocol.num_clips,
+        "num_crops": protocol.num_crops,
+        "shuffle_buffer": 1,
+        "parallel_decode": AUTOTUNE,
+        "label_mode": label_mode,
+        "num_classes": num_classes,
+        "label_smoothing": 0.0,
+    }
 
 
 def distribute_dataset(strategy, dataset_fn, file_pattern, global_batch_size, **kwargs):
@@ -830,7 +792,3 @@ def distribute_dataset(strategy, dataset_fn, file_pattern, global_batch_size, **
         return dataset_fn(file_pattern, global_batch_size, input_context=input_context, **kwargs)
 
     return strategy.distribute_datasets_from_function(make)
-
-
-# `test_dataset` is a data builder, not a test: keep pytest from collecting it when imported.
-test_dataset.__test__ = False

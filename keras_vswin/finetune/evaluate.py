@@ -7,9 +7,9 @@ keras-vswin evaluate --model model.keras --config training/configs/swin_t_k400.p
 ```
 
 - single view: the validation shards (`data.eval`), one centre clip and centre crop per video;
-- multi-view: the test shards (`data.test`, else `data.eval`), `data.num_clips` x
-  `data.num_crops` views per video (Kinetics 4 x 3, SSv2 1 x 3); the softmax of every view is
-  averaged, as in the official test protocol.
+- multi-view: the test shards (`data.test`, else `data.eval`), `data.test_views`:
+  `num_clips` x `num_crops` views per video (Kinetics 4 x 3, SSv2 1 x 3); the softmax of every
+  view is averaged, as in the official test protocol.
 
 Writes `<output>/evaluation.json` (metrics, per-class accuracy, confusion matrices, settings)
 and `<output>/confusion_matrix.png` (multi-view when available); `<output>` defaults to
@@ -194,7 +194,8 @@ def evaluate(model, config, output_dir, multi_view=True, batch_size=None, log=pr
         confusion_source = "single_view"
         log(_summary("single view", metrics))
     if multi_view and data.test is not None:
-        views = config["data"]["num_clips"] * config["data"]["num_crops"]
+        protocol = recipe.view_protocol(config, "test")
+        views = protocol.num_views
         if config["data"]["source"] == "synthetic":
             views = 1
         started = time.time()
@@ -212,8 +213,8 @@ def evaluate(model, config, output_dir, multi_view=True, batch_size=None, log=pr
         metrics["seconds"] = round(time.time() - started, 2)
         report["results"]["multi_view"] = metrics
         report["settings"]["multi_view"] = {
-            "num_clips": config["data"]["num_clips"] if views > 1 else 1,
-            "num_crops": config["data"]["num_crops"] if views > 1 else 1,
+            "num_clips": protocol.num_clips if views > 1 else 1,
+            "num_crops": protocol.num_crops if views > 1 else 1,
             "views": views,
         }
         confusion_source = "multi_view"

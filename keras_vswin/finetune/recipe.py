@@ -234,20 +234,33 @@ def class_names(config, num_classes):
     return names
 
 
+def view_protocol(config, split):
+    """The `ViewProtocol` of `split` ("eval": validation, "test": multi-view test)."""
+    from keras_vswin.data import ViewProtocol
+
+    data = config["data"]
+    return ViewProtocol(
+        clip_len=data["clip_len"],
+        frame_interval=data["frame_interval"],
+        sampling=data["sampling"],
+        crop_size=data["crop_size"],
+        **data[f"{split}_views"],
+    )
+
+
 def tfrecord_data(config):
     """Shards written by `keras-vswin write-shards`, read with `keras_vswin.data`."""
     from keras_vswin import data as vswin_data
 
     data = config["data"]
     num_classes = config["model"]["num_classes"]
-    common = dict(
-        num_classes=num_classes,
+    clip = dict(
         clip_len=data["clip_len"],
         frame_interval=data["frame_interval"],
         sampling=data["sampling"],
         crop_size=data["crop_size"],
-        skip_corrupt=data["skip_corrupt"],
     )
+    common = dict(num_classes=num_classes, skip_corrupt=data["skip_corrupt"])
     num_train = data["num_train_examples"] or count_examples(data["train"])
 
     def train(micro_batch_size, input_context=None, start_step=0):
@@ -267,22 +280,21 @@ def tfrecord_data(config):
             seed=config["seed"],
             deterministic=data["deterministic"],
             input_context=input_context,
+            **clip,
             **common,
         )
         return dataset.skip(start_step * replicas) if start_step else dataset
 
     def evaluate(batch_size):
         return vswin_data.eval_dataset(
-            data["eval"], batch_size, short_side=data["short_side"], **common
+            data["eval"], batch_size, protocol=view_protocol(config, "eval"), **common
         )
 
     def test(batch_size):
         return vswin_data.test_dataset(
             data["test"] or data["eval"],
             batch_size,
-            num_clips=data["num_clips"],
-            num_crops=data["num_crops"],
-            short_side=data["test_short_side"],
+            protocol=view_protocol(config, "test"),
             **common,
         )
 

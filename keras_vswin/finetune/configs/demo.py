@@ -28,10 +28,8 @@ CONFIG = {
         "clip_len": 8,
         "frame_interval": 2,
         "crop_size": 64,
-        "short_side": 64,
-        "test_short_side": 64,
-        "num_clips": 2,
-        "num_crops": 1,
+        "eval_views": {"num_clips": 1, "num_crops": 1, "short_side": 64},
+        "test_views": {"num_clips": 2, "num_crops": 1, "short_side": 64},
         "area_range": [0.8, 1.0],
         "flip": False,  # left/right is a class
         "label_smoothing": 0.1,

@@ -30,11 +30,9 @@ CONFIG = {
         "area_range": [0.08, 1.0],
         "flip": True,
         "label_smoothing": 0.0,
-        # Test: 4 clips x 3 crops, short side 224.
-        "short_side": 256,
-        "test_short_side": 224,
-        "num_clips": 4,
-        "num_crops": 3,
+        # Validation: centre clip, short side 256, centre crop; test: 4 clips x 3 crops, 224.
+        "eval_views": {"num_clips": 1, "num_crops": 1, "short_side": 256},
+        "test_views": {"num_clips": 4, "num_crops": 3, "short_side": 224},
     },
     "optimizer": {
         "lr": 1e-3,
