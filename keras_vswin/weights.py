@@ -293,11 +293,12 @@ def _fetch(url, part, progress, timeout):
 
 
 def _is_permanent(error):
-    """Whether retrying cannot fix `error`: the host name does not resolve, or the URL is bad."""
+    """Whether retrying cannot fix `error`: the host name does not resolve (offline, a typo in a
+    mirror URL: seconds of backoff would not help), or the URL is malformed."""
     reason = getattr(error, "reason", error)
-    if isinstance(reason, socket.gaierror):
-        return reason.errno not in (socket.EAI_AGAIN,)  # EAI_AGAIN: a DNS server timed out
-    return isinstance(error, ValueError | http.client.InvalidURL)
+    return isinstance(reason, socket.gaierror) or isinstance(
+        error, ValueError | http.client.InvalidURL
+    )
 
 
 def download(url, path, progress=True, retries=None, timeout=None):

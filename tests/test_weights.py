@@ -247,6 +247,16 @@ def test_missing_file_fails_fast(registry, server):
     assert len(server.requests) == 1 and os.listdir(registry) == []
 
 
+def test_unknown_host_fails_at_once(registry, monkeypatch):
+    # `.invalid` never resolves (RFC 2606), online or offline: no retry, no backoff.
+    monkeypatch.setenv(weights.URL_ENV, "http://keras-vswin-mirror.invalid/")
+    monkeypatch.setattr(weights.time, "sleep", lambda s: pytest.fail(f"retried ({s} s backoff)"))
+    with pytest.raises(weights.WeightsDownloadError, match="keras-vswin-mirror.invalid") as error:
+        tiny(classes=CLASSES, weights="test_weights")
+    assert "after" not in str(error.value)  # not "after N attempts"
+    assert os.listdir(registry) == []
+
+
 def test_corrupted_cache_is_detected(registry, server, checkpoint, caplog):
     tiny(classes=CLASSES, weights="test_weights")
     stem = FILENAME[: -len(".pth")]
