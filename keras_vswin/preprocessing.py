@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 from importlib import resources
 
 import numpy as np
@@ -73,7 +74,8 @@ def decode_predictions(probs, top=5, labels="kinetics400"):
     Args:
         probs: array `(batch, classes)` of probabilities or logits.
         top: how many classes to return per clip.
-        labels: a label set name (see `LABEL_SETS`) or a path to a label file.
+        labels: a label set name (see `LABEL_SETS`), a path to a label file, or a sequence of
+            class names (one per class, in index order).
 
     Returns:
         A list (one per clip) of `top` tuples `(class_index, class_name, score)`.
@@ -83,7 +85,17 @@ def decode_predictions(probs, top=5, labels="kinetics400"):
         raise ValueError(
             f"decode_predictions expects `probs` of shape (batch, classes), got {probs.shape}."
         )
-    names = load_labels(labels)
+    if isinstance(labels, str | os.PathLike):
+        names = load_labels(os.fspath(labels))
+    else:
+        try:
+            names = tuple(str(name) for name in labels)
+        except TypeError:
+            raise ValueError(
+                f"`labels` must be a label set name, a label file or a sequence of class names, "
+                f"got {type(labels).__name__}."
+            ) from None
+        labels = f"<{len(names)} names>"
     if probs.shape[1] != len(names):
         raise ValueError(
             f"`probs` has {probs.shape[1]} classes but labels={labels!r} has {len(names)} "

@@ -183,6 +183,27 @@ def test_decode_predictions_names_and_order():
     assert len(keras_vswin.load_labels("something_something_v2")) == 174
     with pytest.raises(ValueError, match="labels"):
         keras_vswin.decode_predictions(np.zeros((1, 174)), labels="kinetics400")
+    mine = keras_vswin.decode_predictions(
+        np.array([[0.1, 0.7, 0.2]]), top=2, labels=["a", "b", "c"]
+    )
+    assert mine == [[(1, "b", pytest.approx(0.7)), (2, "c", pytest.approx(0.2))]]
+    with pytest.raises(ValueError, match="3 names"):
+        keras_vswin.decode_predictions(np.zeros((1, 4)), labels=("a", "b", "c"))
+
+
+def test_input_tensor_builds_on_a_given_graph():
+    video = keras.Input((4, 32, 32, 3), name="raw_video")
+    scaled = keras.layers.Rescaling(1.0 / 58.0, name="scale")(video)
+    model = keras_vswin.VideoSwinT(input_tensor=scaled, classes=5, embed_dim=16,
+                                   depths=(1, 1), num_heads=(1, 2))  # fmt: skip
+    assert model.inputs[0].name == video.name and model.get_layer("scale") is not None
+    assert model.output_shape == (None, 5)
+    clip = np.random.default_rng(0).uniform(0, 255, (1, 4, 32, 32, 3)).astype("float32")
+    inner = keras_vswin.VideoSwinT(classes=5, embed_dim=16, depths=(1, 1), num_heads=(1, 2))
+    inner.set_weights(model.get_weights())
+    np.testing.assert_allclose(model(clip), inner(clip / 58.0), atol=1e-5)
+    with pytest.raises(ValueError, match="input_tensor"):
+        keras_vswin.VideoSwinT(input_tensor=np.zeros((1, 4, 32, 32, 3)))
 
 
 def test_remat_gives_the_same_gradients(rng):
