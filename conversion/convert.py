@@ -1,4 +1,4 @@
-"""`python -m conversion.convert`: the repo's way to run `keras-vswin convert` (keras_vswin.cli.convert)."""
+"""`python -m conversion.convert` = `keras-vswin convert` (keras_vswin.cli.convert)."""
 
 import sys
 

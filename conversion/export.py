@@ -1,4 +1,4 @@
-"""`python -m conversion.export`: the repo's way to run `keras-vswin export` (keras_vswin.cli.export)."""
+"""`python -m conversion.export` = `keras-vswin export` (keras_vswin.cli.export)."""
 
 import sys
 

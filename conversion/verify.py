@@ -1,4 +1,4 @@
-"""`python -m conversion.verify`: the repo's way to run `keras-vswin verify` (keras_vswin.cli.verify)."""
+"""`python -m conversion.verify` = `keras-vswin verify` (keras_vswin.cli.verify)."""
 
 import sys
 

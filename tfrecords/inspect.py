@@ -1,4 +1,4 @@
-"""`python -m tfrecords.inspect`: the repo's way to run `keras-vswin inspect-shards` (keras_vswin.data.inspect_shards)."""
+"""`python -m tfrecords.inspect` = `keras-vswin inspect-shards` (keras_vswin.data.inspect_shards)"""
 
 import sys
 

@@ -1,4 +1,4 @@
-"""`python -m tfrecords.synthetic`: the repo's way to run `keras-vswin synthetic` (keras_vswin.data.synthetic)."""
+"""`python -m tfrecords.synthetic` = `keras-vswin synthetic` (keras_vswin.data.synthetic)."""
 
 import sys
 

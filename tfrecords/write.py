@@ -1,4 +1,4 @@
-"""`python -m tfrecords.write`: the repo's way to run `keras-vswin write-shards` (keras_vswin.data.write_shards)."""
+"""`python -m tfrecords.write` = `keras-vswin write-shards` (keras_vswin.data.write_shards)."""
 
 import sys
 

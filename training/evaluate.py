@@ -1,4 +1,4 @@
-"""`python -m training.evaluate`: the repo's way to run `keras-vswin evaluate` (keras_vswin.finetune.evaluate)."""
+"""`python -m training.evaluate` = `keras-vswin evaluate` (keras_vswin.finetune.evaluate)."""
 
 import sys
 

@@ -1,4 +1,4 @@
-"""`python -m training.train`: the repo's way to run `keras-vswin train` (keras_vswin.finetune.train)."""
+"""`python -m training.train` = `keras-vswin train` (keras_vswin.finetune.train)."""
 
 import sys
 

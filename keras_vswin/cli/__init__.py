@@ -14,7 +14,7 @@ import sys
 # name -> (module, one-line summary). The order is the order of `--help`.
 COMMANDS = {
     "predict": ("keras_vswin.predict", "classify video files with a model or a SavedModel"),
-    "convert": ("keras_vswin.cli.convert", "PyTorch checkpoint -> .keras / .weights.h5 / SavedModel"),
+    "convert": ("keras_vswin.cli.convert", "PyTorch checkpoint -> .keras, .weights.h5, SavedModel"),
     "export": ("keras_vswin.cli.export", "model or weights -> versioned SavedModel for serving"),
     "verify": ("keras_vswin.cli.verify", "compare converted logits with PyTorch (needs [torch])"),
     "write-shards": ("keras_vswin.data.write_shards", "video files -> TFRecord shards"),
