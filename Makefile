@@ -17,7 +17,7 @@ $(VENV)/.installed-base: $(BIN)/python setup.cfg pyproject.toml
 	touch $@
 
 $(VENV)/.installed-test: $(BIN)/python setup.cfg pyproject.toml
-	$(BIN)/python -m pip install --quiet -e '.[test,torch]'
+	$(BIN)/python -m pip install --quiet -e '.[test,torch,hub]'
 	touch $@ $(VENV)/.installed-base
 
 demo: $(VENV)/.installed-base

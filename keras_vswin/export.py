@@ -31,6 +31,15 @@ The export is written to `<path>/<name>/.tmp-...` and renamed to its version fol
 complete, so a TF Serving instance watching `<path>/<name>` never loads a partial model. An
 existing version is only replaced with `overwrite=True`.
 
+Every export also implements TensorFlow's Reusable SavedModel API (what TF Hub's
+`hub.KerasLayer(path, trainable=True)` loads and fine-tunes): the root object is callable,
+`__call__(inputs, training=False)` takes float32 RGB clips `(B, T, H, W, 3)` in [0, 1] of any
+size (the TF Hub convention), normalises them inside and returns logits (classifier) or
+`(B, channels)` features (feature vector), traced for both `training` values (dropout and
+stochastic depth act only in training); `variables`, `trainable_variables` and
+`regularization_losses` are saved with it. In Keras 3, `ReusableLayer(path)` fine-tunes it with
+any optimizer (Keras' `TFSMLayer` cannot train with Adam).
+
 Feature-vector exports (`feature_vector=True`, TF Hub style) have one signature,
 `serving_default`: `clips` float32 `(B, T, H, W, 3)` normalised -> `features` float32
 `(B, channels)` (the pooled backbone output). Load it with
@@ -138,7 +147,7 @@ def logits_function(model):
     head = _head(model)
     activation = _activation_name(head) if head is not None else "linear"
     if head is None or activation == "linear":
-        return lambda clips: tf.cast(model(clips, training=False), tf.float32)
+        return lambda clips, training=False: tf.cast(model(clips, training=training), tf.float32)
     if activation != "softmax":
         raise ValueError(
             f"The model's head applies {activation!r}; only softmax (or no activation) heads "
@@ -146,8 +155,8 @@ def logits_function(model):
         )
     backbone = keras.Model(model.input, head.input, name=f"{model.name}_backbone")
 
-    def logits(clips):
-        features = tf.cast(backbone(clips, training=False), head.compute_dtype)
+    def logits(clips, training=False):
+        features = tf.cast(backbone(clips, training=training), head.compute_dtype)
         out = tf.matmul(features, tf.convert_to_tensor(head.kernel))
         if head.use_bias:
             out = out + tf.convert_to_tensor(head.bias)
@@ -173,8 +182,8 @@ def features_function(model):
     extractor = _feature_extractor(model)
     rank = len(extractor.outputs[0].shape)
 
-    def features(clips):
-        x = tf.cast(extractor(clips, training=False), tf.float32)
+    def features(clips, training=False):
+        x = tf.cast(extractor(clips, training=training), tf.float32)
         return tf.reduce_mean(x, axis=(1, 2, 3)) if rank == 5 else x
 
     return features, int(extractor.outputs[0].shape[-1])
@@ -250,27 +259,82 @@ def _shared_function(fn, jit_compile):
     return tf.function(fn, jit_compile=True if jit_compile else None, autograph=False)
 
 
+class _ReusableRoot(tf.Module):
+    """The SavedModel's root object: TensorFlow's Reusable SavedModel API (what TF Hub's
+    `hub.KerasLayer` and `keras_vswin.export.ReusableLayer` load and fine-tune)."""
+
+    # tf.Module computes these as properties; the API stores them as saved lists instead.
+    variables = None
+    trainable_variables = None
+    regularization_losses = None
+
+
+class _SavedModelArchive:
+    """A root object and its serving signatures, written with `tf.saved_model.save`."""
+
+    def __init__(self, root, signatures):
+        self.root, self.signatures = root, signatures
+
+    def write_out(self, path, verbose=False):
+        tf.saved_model.save(self.root, path, signatures=self.signatures)
+        if verbose:
+            print(f"Saved {path}: signatures {sorted(self.signatures)}, __call__(inputs, training)")
+
+
+def _reusable_call(model_fn):
+    """`__call__(inputs, training=False)`: float32 RGB in [0, 1] of any size (the TF Hub
+    convention for image and video modules) -> what `model_fn` computes on normalised clips,
+    traced for both `training` values (dropout and stochastic depth act only in training)."""
+
+    @tf.function(autograph=False)
+    def call(inputs, training=False):
+        clips = views.normalize(tf.cast(inputs, tf.float32) * 255.0)
+        return model_fn(clips, training=training)
+
+    spec = _input_spec("inputs", tf.float32)
+    for training in (False, True):
+        call.get_concrete_function(spec, training=training)
+    return call
+
+
+def _regularization_losses(model):
+    """Zero-argument functions returning the model's regularisation losses (Video Swin has
+    none of its own; a kernel regularizer added by a user is kept)."""
+    if not any(getattr(v, "regularizer", None) is not None for v in model.trainable_variables):
+        return []
+
+    @tf.function(autograph=False)
+    def total():
+        return tf.add_n([tf.cast(loss, tf.float32) for loss in model.losses])
+
+    total.get_concrete_function()
+    return [total]
+
+
 def _build_archive(model, feature_vector, labels, protocol, top_k, jit_compile, antialias):
-    archive = keras.export.ExportArchive()
-    # TF Hub's `variables` / `trainable_variables` attributes, holding the very tf.Variables the
-    # signatures read (`archive.track(model)` would save a second copy of every weight).
+    root = _ReusableRoot()
+    # The very tf.Variables the functions read (tracking the Keras model itself would save a
+    # second copy of every weight).
     used = _feature_extractor(model) if feature_vector else model
-    for attribute in ("variables", "trainable_variables", "non_trainable_variables"):
-        archive.add_variable_collection(attribute, [v.value for v in getattr(used, attribute)])
+    root.variables = [v.value for v in used.variables]
+    root.trainable_variables = [v.value for v in used.trainable_variables]
+    root.regularization_losses = _regularization_losses(used)
     info = {}
     if feature_vector:
         features, channels = features_function(model)
+        root.__call__ = _reusable_call(features)
         run = _shared_function(features, jit_compile)
         info["feature_dim"] = channels
 
+        @tf.function(input_signature=[_input_spec("clips", tf.float32)], autograph=False)
         def serve_features(clips):
             return {"features": run(clips)}
 
-        archive.add_endpoint(SERVING_DEFAULT, serve_features, [_input_spec("clips", tf.float32)])
         info["signatures"] = [SERVING_DEFAULT]
-        return archive, info
+        return _SavedModelArchive(root, {SERVING_DEFAULT: serve_features}), info
 
     logits_fn = logits_function(model)
+    root.__call__ = _reusable_call(logits_fn)
     classes = int(model.outputs[0].shape[-1])
     names = _resolve_labels(labels, classes)
     top_k = min(int(top_k), classes)
@@ -278,15 +342,18 @@ def _build_archive(model, feature_vector, labels, protocol, top_k, jit_compile, 
     run = _shared_function(logits_fn, jit_compile)
     single = protocol.single_view()
 
+    @tf.function(input_signature=[_input_spec("video", tf.uint8)], autograph=False)
     def serve_video(video):
         clips = views.video_views(video, single, antialias=antialias)
         logits = run(clips[:, 0])
         return {"logits": logits, **_classifier_outputs(logits, label_table, top_k)}
 
+    @tf.function(input_signature=[_input_spec("clips", tf.float32)], autograph=False)
     def serve_float(clips):
         logits = run(clips)
         return {"logits": logits, **_classifier_outputs(logits, label_table, top_k)}
 
+    @tf.function(input_signature=[_input_spec("video", tf.uint8)], autograph=False)
     def serve_multiview(video):
         clips = views.video_views(video, protocol, antialias=antialias)
         shape = tf.shape(clips)
@@ -296,16 +363,13 @@ def _build_archive(model, feature_vector, labels, protocol, top_k, jit_compile, 
         outputs = _classifier_outputs(None, label_table, top_k, probabilities=probabilities)
         return {"view_logits": view_logits, **outputs}
 
-    archive.add_endpoint(SERVING_DEFAULT, serve_video, [_input_spec("video", tf.uint8)])
-    archive.add_endpoint(SERVE_FLOAT, serve_float, [_input_spec("clips", tf.float32)])
-    archive.add_endpoint(SERVE_MULTIVIEW, serve_multiview, [_input_spec("video", tf.uint8)])
-    info.update(
-        classes=classes,
-        labels=names,
-        top_k=top_k,
-        signatures=[SERVING_DEFAULT, SERVE_FLOAT, SERVE_MULTIVIEW],
-    )
-    return archive, info
+    signatures = {
+        SERVING_DEFAULT: serve_video,
+        SERVE_FLOAT: serve_float,
+        SERVE_MULTIVIEW: serve_multiview,
+    }
+    info.update(classes=classes, labels=names, top_k=top_k, signatures=list(signatures))
+    return _SavedModelArchive(root, signatures), info
 
 
 # ----------------------------------------------------------------------------------------------
@@ -415,7 +479,7 @@ def export_saved_model(
             turn it on for clients that send frames much larger than `resolution`).
         precision: "float32" or "bfloat16" (mixed precision, float32 outputs).
         jit_compile: compile the model part of the signatures with XLA.
-        verbose: let Keras print the exported endpoints.
+        verbose: print the written signatures.
 
     Returns:
         The folder holding the written SavedModel.
@@ -467,6 +531,63 @@ def export_saved_model(
     with atomic.atomic_path(path, overwrite=overwrite) as tmp:
         write(tmp)
     return path
+
+
+# ----------------------------------------------------------------------------------------------
+# Fine-tuning an export from Keras 3.
+
+
+@keras.saving.register_keras_serializable(package="keras_vswin")
+class ReusableLayer(keras.layers.Layer):
+    """A trainable Keras 3 layer over a Reusable SavedModel (TensorFlow backend).
+
+    `keras.layers.TFSMLayer(path, trainable=True)` trains with SGD but not with optimizers that
+    keep slot variables (Adam, AdamW): it names the variables after their TensorFlow names,
+    `.../kernel:0`, which are not valid scope names for the slots. This layer wraps the same
+    variables under valid names and calls the SavedModel's `__call__(inputs, training)`, so
+    dropout and stochastic depth follow Keras' training flag and gradients reach every
+    variable the export marks trainable.
+
+    Args:
+        path: an export of `export_saved_model` (a version folder, or its parent: the latest
+            version), or any SavedModel implementing the Reusable SavedModel API.
+        trainable: whether the SavedModel's trainable variables train.
+
+    Inputs: float32 RGB clips `(batch, frames, height, width, 3)` in [0, 1]. Outputs: logits
+    (classifier exports) or `(batch, channels)` features (feature-vector exports).
+    """
+
+    def __init__(self, path, trainable=True, **kwargs):
+        super().__init__(trainable=trainable, **kwargs)
+        self.saved_model_path = os.fspath(path)
+        directory = latest_version_dir(self.saved_model_path)
+        self._loaded = tf.saved_model.load(directory)
+        if not callable(self._loaded) or not hasattr(self._loaded, "variables"):
+            raise ValueError(
+                f"{directory!r} is not a Reusable SavedModel (no __call__ or variables): "
+                "export it again with keras_vswin.export_saved_model."
+            )
+        trainable_ids = {id(v) for v in getattr(self._loaded, "trainable_variables", ())}
+        self.saved_variables = [
+            keras.Variable(
+                v,  # the loaded tf.Variable itself, not a copy: the SavedModel's functions read it
+                trainable=id(v) in trainable_ids,
+                name=v.name.split(":")[0].replace("/", "_"),
+            )
+            for v in self._loaded.variables
+        ]
+        self._regularizers = list(getattr(self._loaded, "regularization_losses", ()))
+        self.built = True
+
+    def call(self, inputs, training=False):
+        outputs = self._loaded(tf.cast(inputs, tf.float32), training=bool(training))
+        if training and self.trainable:
+            for loss in self._regularizers:
+                self.add_loss(loss())
+        return outputs
+
+    def get_config(self):
+        return {**super().get_config(), "path": self.saved_model_path}
 
 
 # ----------------------------------------------------------------------------------------------

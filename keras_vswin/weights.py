@@ -378,6 +378,17 @@ def _cache_paths(info):
     )
 
 
+def recorded_source_sha256(name, variant):
+    """The SHA-256 of the registry checkpoint `name`/`variant` as recorded when it was first
+    downloaded and converted (None when it is not in the cache)."""
+    sidecar = _cache_paths(weights_info(name, variant))[2]
+    try:
+        with open(sidecar, encoding="utf-8") as handle:
+            return json.load(handle).get("source_sha256")
+    except (OSError, ValueError):
+        return None
+
+
 def _jsonable(arch):
     return json.loads(json.dumps(arch))
 

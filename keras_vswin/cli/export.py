@@ -36,7 +36,14 @@ def build_parser():
         metavar="SRC",
         help=".keras file, .pth/.weights.h5 checkpoint or registry name (e.g. kinetics400)",
     )
-    parser.add_argument("--output", required=True, help="base folder (TF Serving model root)")
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--output", help="base folder (TF Serving model root)")
+    where.add_argument(
+        "--collection",
+        metavar="DIR",
+        help="write a model collection instead: a classifier and a feature-vector export, each "
+        "versioned with a model card (card.json, README.md), indexed in DIR/collection.json",
+    )
     parser.add_argument(
         "--name", default=None, help="model folder name (default: the model's name)"
     )
@@ -119,6 +126,29 @@ def main(argv=None):
         name = args.name or model.name + ("_feature_vector" if args.feature_vector else "")
         # Registry weights bring their test protocol and labels; flags win.
         protocol, labels = preset_protocol(args.source, args.variant) or (views.KINETICS, None)
+        if args.collection:
+            from keras_vswin.collection import write_collection
+
+            cards = write_collection(
+                model,
+                args.collection,
+                weights=args.source,
+                variant=args.variant,
+                handle=args.name,
+                version=args.version,
+                overwrite=args.overwrite,
+                labels=args.labels or labels,
+                top_k=args.top_k,
+                protocol=views.from_arguments(args, protocol),
+                antialias=args.antialias,
+                precision=args.precision,
+                jit_compile=args.jit,
+            )
+            for card in cards:
+                print(
+                    f"Exported {args.collection}/{card['handle']}/{card['version']} with its card"
+                )
+            return 0
         path = export_saved_model(
             model,
             args.output,
