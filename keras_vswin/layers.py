@@ -15,6 +15,16 @@ PACKAGE = "keras_vswin"
 LAYER_NORM_EPSILON = 1e-5  # the official models use PyTorch's default, not Keras' 1e-3
 
 
+def gelu(x):
+    """Exact GELU, `0.5 * x * (1 + erf(x / sqrt(2)))`, the official models' activation.
+
+    Written out with erf because TensorFlow's exact GELU computes `erfc`, which has no ONNX
+    operator (tf2onnx then writes an invalid graph). TensorFlow's grappler fuses this form into
+    the preceding MatMul as it does its own (same speed, same values on CPU).
+    """
+    return 0.5 * x * (1.0 + ops.erf(x * 0.7071067811865476))
+
+
 def _dense_init():
     return keras.initializers.TruncatedNormal(stddev=0.02)
 
@@ -500,7 +510,7 @@ class SwinBlock3D(keras.layers.Layer):
         x = x + (branch if attention_scale is None else branch * attention_scale)
         # The MLP runs on the (tokens, channels) matrix; see WindowAttention3D.call.
         tokens = ops.reshape(x, (-1, self.dim))
-        hidden = keras.activations.gelu(self.fc1(self.norm2(tokens)), approximate=False)
+        hidden = gelu(self.fc1(self.norm2(tokens)))
         y = self.mlp_drop(self.fc2(self.mlp_drop(hidden, training=training)), training=training)
         if mlp_scale is not None:
             return x + ops.reshape(y, shape) * mlp_scale

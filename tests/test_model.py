@@ -317,3 +317,16 @@ def test_training_attention_gradient_equals_autodiff(rng, monkeypatch, tokens, m
     assert calls == [1]
     for got, want in zip(results[True], results[False], strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-7)
+
+
+def test_gelu_is_the_exact_erf_form(rng):
+    import math
+
+    x = np.concatenate([np.linspace(-12.0, 12.0, 2001), 3.0 * rng.standard_normal(1000)])
+    exact = np.array([0.5 * v * (1.0 + math.erf(v / math.sqrt(2.0))) for v in x])
+    got = np.asarray(keras_vswin.layers.gelu(x.astype("float32")))
+    # For x << 0, 1 + erf cancels where GELU is nearly 0: float32 round-off is absolute there.
+    np.testing.assert_allclose(got, exact, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        got, keras.activations.gelu(x.astype("float32"), approximate=False), atol=1e-6
+    )
