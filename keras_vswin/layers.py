@@ -615,11 +615,15 @@ class PatchMerging3D(keras.layers.Layer):
         batch, frames, height, width = shape[0], shape[1], shape[2], shape[3]
         x = _pad_end(x, [0, *_pad_amounts((height, width), (2, 2))])
         half_h, half_w = (height + 1) // 2, (width + 1) // 2
-        x = ops.reshape(x, (batch, frames, half_h, 2, half_w, 2, self.dim))
+        # Batch, frames and row pairs merged into one axis: 5 dimensions, not 7 (the TFLite
+        # converter's builtin transpose takes at most 6).
+        x = ops.reshape(x, (-1, 2, half_w, 2, self.dim))
         # (h parity, w parity) -> order (0,0), (1,0), (0,1), (1,1): w parity is the slower axis.
-        x = ops.transpose(x, (0, 1, 2, 4, 5, 3, 6))
-        x = ops.reshape(x, (batch, frames, half_h, half_w, 4 * self.dim))
-        return self.reduction(self.norm(x))
+        x = ops.transpose(x, (0, 2, 3, 1, 4))
+        # Norm and reduction on the (tokens, 4C) matrix: a Dense on a 5D input becomes a
+        # tensordot whose run-time reshapes lose the static shape (see WindowAttention3D.call).
+        x = self.reduction(self.norm(ops.reshape(x, (-1, 4 * self.dim))))
+        return ops.reshape(x, (batch, frames, half_h, half_w, 2 * self.dim))
 
     def compute_output_shape(self, input_shape):
         h, w = (None if e is None else -(-e // 2) for e in input_shape[2:4])
