@@ -18,11 +18,14 @@ LAYER_NORM_EPSILON = 1e-5  # the official models use PyTorch's default, not Kera
 def gelu(x):
     """Exact GELU, `0.5 * x * (1 + erf(x / sqrt(2)))`, the official models' activation.
 
-    Written out with erf because TensorFlow's exact GELU computes `erfc`, which has no ONNX
-    operator (tf2onnx then writes an invalid graph). TensorFlow's grappler fuses this form into
-    the preceding MatMul as it does its own (same speed, same values on CPU).
+    On TensorFlow written out with erf: TensorFlow's own exact GELU computes `erfc`, which has
+    no ONNX operator (tf2onnx then writes an invalid graph); grappler fuses this form into the
+    preceding MatMul as it does its own (same speed, same values on CPU). Other backends keep
+    their own exact GELU: one kernel on PyTorch, 4.9x faster than the formula's five.
     """
-    return 0.5 * x * (1.0 + ops.erf(x * 0.7071067811865476))
+    if keras.backend.backend() == "tensorflow":
+        return 0.5 * x * (1.0 + ops.erf(x * 0.7071067811865476))
+    return keras.activations.gelu(x, approximate=False)
 
 
 def _dense_init():
