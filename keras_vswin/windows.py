@@ -55,29 +55,37 @@ def window_partition(x, window):
     D, H, W must be multiples of `window`. Windows are ordered (d, h, w) within each clip and
     tokens are row-major inside a window. Works for NumPy arrays and tensors (dims may be
     scalar tensors).
+
+    No intermediate tensor has more than 6 dimensions (the TFLite converter has no builtin
+    8-D transpose): batch and depth blocks stay adjacent, and so do a window row's width and
+    channels, so each pair moves as one axis.
     """
     shape = ops.shape(x)
     wd, wh, ww = window
-    x = ops.reshape(
-        x,
-        (-1, shape[1] // wd, wd, shape[2] // wh, wh, shape[3] // ww, ww, shape[4]),
-    )
-    x = ops.transpose(x, (0, 1, 3, 5, 2, 4, 6, 7))
-    return ops.reshape(x, (-1, wd * wh * ww, shape[4]))
+    channels = shape[4]
+    x = ops.reshape(x, (-1, wd, shape[2] // wh, wh, shape[3] // ww, ww * channels))
+    x = ops.transpose(x, (0, 2, 4, 1, 3, 5))  # (batch * D/wd, H/wh, W/ww, wd, wh, ww * C)
+    return ops.reshape(x, (-1, wd * wh * ww, channels))
 
 
 def window_reverse(windows, window, grid):
-    """Inverse of `window_partition`: windows back to `(batch, D, H, W, C)` for `grid=(D,H,W)`."""
+    """Inverse of `window_partition`: windows back to `(batch, D, H, W, C)` for `grid=(D,H,W)`.
+
+    At most 6 dimensions, as in `window_partition`.
+    """
     wd, wh, ww = window
     d, h, w = grid
     channels = ops.shape(windows)[-1]
-    x = ops.reshape(windows, (-1, d // wd, h // wh, w // ww, wd, wh, ww, channels))
-    x = ops.transpose(x, (0, 1, 4, 2, 5, 3, 6, 7))
+    x = ops.reshape(windows, (-1, h // wh, w // ww, wd, wh, ww * channels))
+    x = ops.transpose(x, (0, 3, 1, 4, 2, 5))  # (batch * D/wd, wd, H/wh, wh, W/ww, ww * C)
     return ops.reshape(x, (-1, d, h, w, channels))
 
 
 def numpy_window_partition(x, window):
-    """NumPy reference of `window_partition` (used by tests and the static mask)."""
+    """NumPy reference of `window_partition` (used by tests and the static mask).
+
+    Written the direct way, with 8 dimensions, so that tests compare two independent forms.
+    """
     b, d, h, w, c = x.shape
     wd, wh, ww = window
     x = x.reshape(b, d // wd, wd, h // wh, wh, w // ww, ww, c)

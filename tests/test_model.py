@@ -338,3 +338,44 @@ def test_training_attention_gradient_equals_autodiff(rng, monkeypatch, tokens, m
     assert calls == [1]
     for got, want in zip(results[True], results[False], strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize(
+    "input_shape, spec",
+    [
+        ((5, 30, 41, 3), (2, 5, 30, 41, 3)),
+        ((5, 30, 41, 3), (None, 5, 30, 41, 3)),
+        (None, (None, None, None, None, 3)),
+    ],
+)
+def test_graph_is_convertible(input_shape, spec):
+    """What deployment converters need from the TensorFlow graph: tensors of at most 6
+    dimensions (the TFLite converter's builtin transpose and reshape), static shapes for a
+    model built for one clip size (only a free batch stays unknown), and erf, not erfc (which
+    ONNX lacks), for the GELU."""
+    model = tiny(input_shape=input_shape, drop_path_rate=0.1)
+    spec = tf.TensorSpec(spec, tf.float32)
+    for training in (False, True):
+        forward = tf.function(lambda x, training=training: model(x, training=training))
+        operations = forward.get_concrete_function(spec).graph.get_operations()
+        for op in operations:
+            for tensor in op.outputs:
+                assert tensor.shape.rank is not None and tensor.shape.rank <= 6, (op, tensor)
+                if input_shape is not None:
+                    unknown = sum(d is None for d in tensor.shape.as_list())
+                    assert unknown <= (spec.shape[0] is None), (op, tensor)
+        types = {op.type for op in operations}
+        assert "Erf" in types and "Erfc" not in types
+
+
+def test_gelu_is_the_exact_erf_form(rng):
+    import math
+
+    x = np.concatenate([np.linspace(-12.0, 12.0, 2001), 3.0 * rng.standard_normal(1000)])
+    exact = np.array([0.5 * v * (1.0 + math.erf(v / math.sqrt(2.0))) for v in x])
+    got = np.asarray(keras_vswin.layers.gelu(x.astype("float32")))
+    # For x << 0, 1 + erf cancels where GELU is nearly 0: float32 round-off is absolute there.
+    np.testing.assert_allclose(got, exact, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        got, keras.activations.gelu(x.astype("float32"), approximate=False), atol=1e-6
+    )

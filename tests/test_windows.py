@@ -133,3 +133,24 @@ def test_relative_position_factors_rebuild_the_index(window):
     rebuilt = plane_index[:, None, :, None] * (2 * ww - 1) + width_index[None, :, None, :]
     expected = win.relative_position_index(window)
     np.testing.assert_array_equal(rebuilt.reshape(expected.shape), expected)
+
+
+@pytest.mark.parametrize("window", [(2, 3, 3), (1, 2, 1), (4, 6, 9)])
+def test_partition_matches_reference_with_static_and_run_time_shapes(rng, window):
+    # Batch > 1, channels > 1 and several windows on every axis: the partition merges batch
+    # with depth blocks and width with channels, which only these cases exercise.
+    x = rng.standard_normal((3, 4, 6, 9, 5)).astype("float32")
+    expected = win.numpy_window_partition(x, window)
+    np.testing.assert_array_equal(np.asarray(win.window_partition(x, window)), expected)
+    run_time = tf.function(
+        lambda x: win.window_reverse(
+            win.window_partition(x, window), window, tf.unstack(tf.shape(x)[1:4])
+        ),
+        input_signature=[tf.TensorSpec([None, None, None, None, 5], tf.float32)],
+    )
+    np.testing.assert_array_equal(run_time(x).numpy(), x)
+    partition = tf.function(
+        lambda x: win.window_partition(x, window),
+        input_signature=[tf.TensorSpec([None, None, None, None, 5], tf.float32)],
+    )
+    np.testing.assert_array_equal(partition(x).numpy(), expected)
