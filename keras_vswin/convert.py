@@ -892,26 +892,19 @@ def load_2d_state_dict(model, state_dict_2d, method="inflate"):
 # Checkpoint -> model
 
 
-def read_state_dict(path):
+def read_state_dict(path, allow_unknown_globals=False):
     """`{key: numpy array}` of a PyTorch checkpoint file, read without unpickling code.
 
-    Uses `keras_vswin.checkpoint_reader`, which builds only tensors and plain containers. When
-    the file's metadata (e.g. `meta`, `optimizer`, training-framework objects) references other
-    classes, it is read again with those objects as inert placeholders (still nothing is
-    imported or called) and a warning names the class; the weights themselves must be arrays.
+    Uses `keras_vswin.checkpoint_reader`, which builds only tensors and plain containers within
+    a memory budget bounded by the file's size. A file that references any other class,
+    anywhere (the weights, `meta`, `optimizer`, ...), is refused with
+    `checkpoint_reader.UnsafeCheckpointError` naming it, unless `allow_unknown_globals=True`:
+    then those objects become inert placeholders (still nothing is imported or called) and a
+    warning names them; the weights themselves must be arrays.
     """
     from keras_vswin import checkpoint_reader as reader
 
-    try:
-        checkpoint = reader.load_checkpoint(path)
-    except reader.UnsafeCheckpointError as e:
-        logger.warning(
-            "%s references %s outside the weights; reading it as inert data (nothing is "
-            "imported or executed).",
-            path,
-            e.global_name or "an unknown class",
-        )
-        checkpoint = reader.load_checkpoint(path, allow_unknown_globals=True)
+    checkpoint = reader.load_checkpoint(path, allow_unknown_globals=allow_unknown_globals)
     return reader.state_dict_from_checkpoint(checkpoint)
 
 

@@ -479,8 +479,10 @@ class _Payload:
         return (os.system, (f"touch {self.marker}",))
 
 
-def test_metadata_objects_are_read_as_inert_data(tmp_path, reference, caplog):
+def test_metadata_objects_are_refused_unless_allowed(tmp_path, reference, caplog):
     import argparse
+
+    from keras_vswin.checkpoint_reader import UnsafeCheckpointError
 
     model, state, clip = reference
     tensors = {k: torch.from_numpy(v) for k, v in layout_state(state, "official").items()}
@@ -488,8 +490,17 @@ def test_metadata_objects_are_read_as_inert_data(tmp_path, reference, caplog):
     meta = {"args": argparse.Namespace(lr=0.1), "hook": _Payload(marker)}
     path = tmp_path / "with_meta.pth"
     torch.save({"state_dict": tensors, "meta": meta}, path)
+    # Valid weights do not make a malicious global next to them acceptable.
+    with pytest.raises(UnsafeCheckpointError, match="argparse.Namespace") as info:
+        conv.convert_checkpoint(str(path), classifier_activation=None)
+    assert str(path) in str(info.value) and not marker.exists()
+    with pytest.raises(UnsafeCheckpointError, match="argparse.Namespace"):
+        conv.read_state_dict(str(path))
+    # Explicitly allowed: a warning names both globals; they are inert placeholders.
     with caplog.at_level(logging.WARNING, logger="keras_vswin"):
-        converted, report, _ = conv.convert_checkpoint(str(path), classifier_activation=None)
-    assert "inert data" in caplog.text and not marker.exists()
+        state_dict = conv.read_state_dict(str(path), allow_unknown_globals=True)
+    assert "argparse.Namespace" in caplog.text and "system" in caplog.text
+    assert str(path) in caplog.text and not marker.exists()
+    converted, report, _ = conv.convert_state_dict(state_dict, classifier_activation=None)
     assert report.ok
     np.testing.assert_allclose(converted(clip), torch_logits(model, clip), atol=TOLERANCE)
