@@ -173,10 +173,30 @@ def _rename_key(key, compiled):
     return key
 
 
+def _renamed_entries(state_dict, compiled):
+    """`{new key: (original key, value)}`; two keys that map to one name are an error.
+
+    E.g. `backbone.norm.weight` and `norm.weight` (official layout), or `backbone.norm3.*` and
+    `backbone.norm.*` (mmaction2): keeping either silently would load a weight the user did
+    not choose.
+    """
+    entries = {}
+    for key, value in state_dict.items():
+        new = _rename_key(key, compiled)
+        if new is None:
+            continue
+        if new in entries:
+            raise ValueError(
+                f"Ambiguous state dict: `{entries[new][0]}` and `{key}` both map to `{new}`; "
+                "remove one of them."
+            )
+        entries[new] = (key, value)
+    return entries
+
+
 def _rename(state_dict, rules):
-    compiled = _compile(rules)
-    renamed = ((_rename_key(k, compiled), v) for k, v in state_dict.items())
-    return {k: v for k, v in renamed if k is not None}
+    entries = _renamed_entries(state_dict, _compile(rules))
+    return {key: value for key, (_, value) in entries.items()}
 
 
 def _check_layout(layout, table):
@@ -778,7 +798,7 @@ def load_state_dict(
     model_window = arch["window_size"]
     rules = _compile(LAYOUTS[layout])
     # canonical key -> (checkpoint key, value); reports name the checkpoint's own keys.
-    entries = {_rename_key(k, rules): (k, v) for k, v in _strip_data_parallel(state_dict).items()}
+    entries = _renamed_entries(_strip_data_parallel(state_dict), rules)
     canonical = {key: value for key, (_, value) in entries.items()}
     assigned, head_mismatch, table_mismatch = set(), False, False
     for key, (name, value) in entries.items():

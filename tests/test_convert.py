@@ -504,3 +504,31 @@ def test_metadata_objects_are_refused_unless_allowed(tmp_path, reference, caplog
     converted, report, _ = conv.convert_state_dict(state_dict, classifier_activation=None)
     assert report.ok
     np.testing.assert_allclose(converted(clip), torch_logits(model, clip), atol=TOLERANCE)
+
+
+@pytest.mark.parametrize(
+    "layout, extra, other",
+    [
+        ("official", "norm.weight", "backbone.norm.weight"),
+        ("mmaction2", "backbone.norm.bias", "backbone.norm3.bias"),
+        ("torchvision", "layers.0.blocks.0.norm1.weight", "features.0.0.norm1.weight"),
+    ],
+)
+def test_ambiguous_state_dict_names_both_keys(tmp_path, reference, layout, extra, other):
+    model, state, _ = reference
+    ambiguous = layout_state(state, layout)
+    assert other in ambiguous and extra not in ambiguous
+    ambiguous[extra] = np.zeros_like(ambiguous[other])  # the same weight under two names
+    for call in (
+        lambda: conv.to_canonical(ambiguous, layout),
+        lambda: conv.infer_architecture(ambiguous, layout),
+        lambda: conv.convert_state_dict(ambiguous, layout=layout),
+        lambda: conv.convert_checkpoint(save_checkpoint(tmp_path / "amb.pth", ambiguous)),
+    ):
+        with pytest.raises(ValueError, match="Ambiguous state dict") as info:
+            call()
+        assert f"`{extra}`" in str(info.value) and f"`{other}`" in str(info.value)
+    keras_model = conv.convert_state_dict(layout_state(state, layout), layout=layout)[0]
+    with pytest.raises(ValueError, match="Ambiguous state dict") as info:
+        conv.load_state_dict(keras_model, ambiguous, layout=layout)
+    assert f"`{extra}`" in str(info.value) and f"`{other}`" in str(info.value)
