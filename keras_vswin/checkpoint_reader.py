@@ -105,7 +105,7 @@ _MAX_DIMS = 64  # numpy's limit on array dimensions
 _INT64 = 1 << 63
 # Budget units charged per step of hashing a key (a hash step costs about as much time as
 # copying a few dozen bytes).
-_HASH_COST = 16
+_HASH_COST = 8
 
 
 class CheckpointError(ValueError):
@@ -924,7 +924,10 @@ class _Unpickler:
             if op == 0x2E:  # STOP
                 if not self.stack:
                     raise _Bad(f"empty pickle stack at STOP (byte {pos})")
-                return self.stack.pop()
+                result = self.stack.pop()
+                # the memo and the tuple records die with the interpreter
+                budget.release(64 * len(self.memo) + 128 * len(self.nested))
+                return result
             handler = dispatch.get(op)
             if handler is None:
                 raise _Bad(f"invalid pickle opcode 0x{op:02x} at byte {pos}")
@@ -967,8 +970,9 @@ class _Unpickler:
             raise _Bad(f"objects nested too deeply (more than {_MAX_DEPTH} levels)")
         if type(obj) is frozenset:
             cost = len(obj) + 1  # its items' hashes are stored; its own is computed once
-        self.budget.charge(120, "a tuple")
-        self.nested[id(obj)] = (obj, depth, cost, plain)
+        if depth > 1 or len(obj) > 8 or not plain:  # small flat ones: shape_of recomputes
+            self.budget.charge(128, "a tuple's record")
+            self.nested[id(obj)] = (obj, depth, cost, plain)
         return obj
 
     def shape_of(self, obj):
@@ -976,7 +980,8 @@ class _Unpickler:
         entry = self.nested.get(id(obj))
         if entry is not None and entry[0] is obj:
             return entry[1:]
-        # Not built by an opcode (the empty tuple, a handler's tuple of ints): flat.
+        # Not recorded: at most 8 plain scalars (or the empty tuple, or a handler's tuple of
+        # ints), so this is cheap; anything else in it makes it unusable as a key.
         return 1, len(obj) + 1, all(isinstance(v, _KEY_SCALARS) for v in obj)
 
     def new_tuple(self, items):
@@ -1068,7 +1073,7 @@ class _Unpickler:
         if not isinstance(target, dict):
             raise _Bad(f"cannot store items into {_describe(target)}")
         self.check_keys(items[::2], "dict keys")
-        self.budget.charge(32 * len(items), "dict items")
+        self.budget.charge(20 * len(items), "dict items")  # ~40 bytes a slot, with growth
         for i in range(0, len(items), 2):
             target[items[i]] = items[i + 1]
 
@@ -1169,7 +1174,7 @@ def _sized(size_fmt, kind):
             n = size_fmt.unpack(vm.reader.read(size_fmt.size))[0]
             if n < 0:
                 raise _Bad("negative length")
-        vm.budget.charge(64 + n, "a string")  # before reading it
+        vm.budget.charge(49 + n, "a string")  # before reading it
         data = vm.reader.read(n)
         if kind == "str":
             value = data.decode("utf-8", "surrogatepass")
@@ -1437,19 +1442,21 @@ _OPNAMES = {
 # CPython 3.11) plus its stack slot. Variable-size data is charged by the handlers.
 _OP_COST = [32] * 256
 for _op, _cost in {
-    "]": 72,  # empty list
+    "]": 64,  # empty list
     "}": 72,  # empty dict
-    "(": 72,  # MARK: a new stack list
+    "(": 64,  # MARK: a new stack list
     "\x8f": 224,  # empty set
     ")": 8,  # the empty tuple is shared
     "2": 16,  # DUP and GETs push a reference
     "g": 16,
     "h": 16,
     "j": 16,
-    "p": 96,  # memo entries
-    "q": 96,
-    "r": 96,
-    "\x94": 96,
+    "p": 64,  # memo entries: a dict slot and an int key
+    "q": 64,
+    "r": 64,
+    "\x94": 64,
+    # length-prefixed str/bytes: the stack slot; `_sized` charges the object
+    **dict.fromkeys(["X", "\x8c", "\x8d", "B", "C", "\x8e", "\x96", "T", "U"], 8),
 }.items():
     _OP_COST[ord(_op)] = _cost
 del _op, _cost
@@ -1536,11 +1543,23 @@ def _finalize(obj, budget):
     # frame: [object, children, next child, finals, height, nodes]
     frames = [[obj, children, 0, [], 1, 1]]
     active.add(id(obj))
+    too_shared = (
+        f"objects share parts so heavily that walking them in full (as repr or json do) would "
+        f"visit more than {max_nodes} of them"
+    )
     while True:
         frame = frames[-1]
-        if frame[2] < len(frame[1]):
-            child = frame[1][frame[2]]
-            frame[2] += 1
+        children, finals, start = frame[1], frame[3], frame[2]
+        i, n = start, len(children)
+        while i < n and isinstance(children[i], _LEAVES):  # plain values stay as they are
+            finals.append(children[i])
+            i += 1
+        frame[5] += i - start
+        if frame[5] > max_nodes:
+            raise _Bad(too_shared)
+        if i < n:
+            child = children[i]
+            frame[2] = i + 1
             key = id(child)
             done = results.get(key)
             if done is not None:
@@ -1551,6 +1570,7 @@ def _finalize(obj, budget):
             else:
                 final, grandchildren = _open(child, budget)
                 if grandchildren is not None:
+                    budget.charge(112, "walking the loaded objects")  # its `results` entry
                     if len(frames) >= _MAX_DEPTH:
                         raise _Bad(f"objects nested too deeply (more than {_MAX_DEPTH} levels)")
                     active.add(key)
@@ -1560,6 +1580,7 @@ def _finalize(obj, budget):
                 if final is not child:  # a converted storage shared by several references
                     results[key] = (child, final, 0, 1)
         else:
+            frame[2] = n
             frames.pop()
             original = frame[0]
             active.discard(id(original))
@@ -1576,10 +1597,7 @@ def _finalize(obj, budget):
                 raise _Bad(f"objects nested too deeply (more than {_MAX_DEPTH} levels)")
         parent[5] += nodes
         if parent[5] > max_nodes:
-            raise _Bad(
-                f"objects share parts so heavily that walking them in full (as repr or json "
-                f"do) would visit more than {max_nodes} of them"
-            )
+            raise _Bad(too_shared)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1724,7 +1742,9 @@ def _load_zip(fileobj, path, budget, allow_unknown, unknown):
         del raw_pickle
         budget.release(pickle_info.file_size)
         reader = _Reader(io.BytesIO(data), len(data), path)
-        return _Unpickler(reader, path, budget, persistent_load, allow_unknown, unknown).load()
+        obj = _Unpickler(reader, path, budget, persistent_load, allow_unknown, unknown).load()
+        budget.release(len(data))  # freed on return
+        return obj
 
 
 def _load_legacy(fileobj, size, path, budget, allow_unknown, unknown):

@@ -588,6 +588,22 @@ def test_real_checkpoint_loads_within_the_budget_in_a_limited_process(tmp_path):
     assert result["peak_mib"] < 1.5 * size_mib + 16, result
 
 
+def test_metadata_heavy_pickle_loads_within_the_budget(tmp_path):
+    """The budget is charged close to real memory: a file that is all metadata (Python objects
+    take ~6-9x its bytes) loads; one needing more is refused, naming memory_budget."""
+    meta = {
+        "history": [i * 0.5 for i in range(400_000)],
+        "names": {f"class_{i}": i for i in range(100_000)},
+    }
+    path = tmp_path / "meta.pth"
+    path.write_bytes(hostile.zip_form(pickle.dumps({"meta": meta}, protocol=2)))
+    assert load_checkpoint(path)["meta"] == meta
+    rows = [[i, (i, str(i))] for i in range(200_000)]  # ~15x its bytes once unpickled
+    path.write_bytes(hostile.zip_form(pickle.dumps({"rows": rows}, protocol=2)))
+    _assert_format_error(path, "memory budget", "memory_budget")
+    assert load_checkpoint(path, memory_budget=256 << 20)["rows"] == rows
+
+
 def test_expanded_views_load_within_the_budget(tmp_path):
     torch = pytest.importorskip("torch")
     state = {"row": torch.arange(3.0).expand(4, 3), "big": torch.ones(1).expand(1024, 1024)}
