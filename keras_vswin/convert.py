@@ -137,6 +137,12 @@ def _blk(match):
 # Key mapping
 
 
+def _shown(key, limit=120):
+    """A key for an error message, cut short: a hostile checkpoint's names can be huge."""
+    text = key if isinstance(key, str) else f"<{type(key).__name__} key>"
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def _strip_data_parallel(state_dict):
     """`module.` prefixes of `torch.nn.DataParallel` checkpoints are not part of any layout."""
     if state_dict and all(k.startswith("module.") for k in state_dict):
@@ -157,7 +163,7 @@ def detect_layout(state_dict):
         return "backbone"
     raise ValueError(
         "Unrecognised state dict: expected Video Swin keys (`backbone.patch_embed.*`, "
-        f"`features.*` or `patch_embed.*`); first keys are {keys[:5]}."
+        f"`features.*` or `patch_embed.*`); first keys are {[_shown(k) for k in keys[:5]]}."
     )
 
 
@@ -187,8 +193,8 @@ def _renamed_entries(state_dict, compiled):
             continue
         if new in entries:
             raise ValueError(
-                f"Ambiguous state dict: `{entries[new][0]}` and `{key}` both map to `{new}`; "
-                "remove one of them."
+                f"Ambiguous state dict: `{_shown(entries[new][0])}` and `{_shown(key)}` both "
+                f"map to `{_shown(new)}`; remove one of them."
             )
         entries[new] = (key, value)
     return entries
