@@ -16,10 +16,11 @@ its own small pickle interpreter that builds only the data a weights file is mad
   calling numpy functions named by the file; object arrays are refused.
 
 Any other global (``os.system``, ``builtins.exec``, ``argparse.Namespace``, a pickled
-``nn.Module`` class, ...) raises :class:`UnsafeCheckpointError` naming the file and the global,
-before anything is called. With ``allow_unknown_globals=True`` such globals become inert
-:class:`OpaqueObject` records instead (still nothing is imported or called), so the weights of
-a trusted file with exotic metadata can be read.
+``nn.Module`` class, ...), wherever it appears (weights, ``meta``, ``optimizer``, ...), raises
+:class:`UnsafeCheckpointError` naming the file and the global, before anything is called. With
+``allow_unknown_globals=True`` such globals become inert :class:`OpaqueObject` records instead
+(still nothing is imported or called) and a warning names them, so the weights of a trusted
+file with exotic metadata can be read.
 
 Formats: the zip format of ``torch.save`` (default since PyTorch 1.6: one top-level folder
 holding ``data.pkl``, ``data/<key>`` raw storages, ``byteorder``, ``version``) and the legacy
@@ -36,9 +37,23 @@ conjugate/negative bit set are materialised. A tensor that is exactly its whole 
 storage is returned as a view of the storage buffer (no copy); any other view is copied into
 its own C-contiguous array. All returned arrays are writable and native-endian.
 
-Memory: the zip reader allocates each storage once and fills it from the archive in 8 MiB
-chunks; the legacy reader reads storages straight into their arrays. Peak memory is about the
-size of the tensors plus a few MiB.
+Hostile files: a file is untrusted input, so everything the reader allocates or computes is
+bounded by the file's size on disk. A memory budget (by default ``8 x file size + 32 MiB``,
+see :func:`default_memory_budget`) is charged *before* each allocation: every storage (its
+declared uncompressed size, compared with the element count the pickle declares before a byte
+is read), ``data.pkl``, every copied or expanded tensor (a zero-stride or overlapping view
+costs its full materialised size), and the objects the pickle builds (per opcode, per string
+byte, per container item, and the work of hashing dict keys). A file that would exceed it
+raises :class:`CheckpointFormatError` after reading at most the budget. Nothing recurses on
+the file's nesting: objects nested more than 100 levels deep are refused (hashing a deeply
+nested tuple key would otherwise overflow the C stack), and so are structures that share
+parts so heavily that walking them in full (``repr``, ``json``) would visit more nodes than
+the budget allows. Zip entries must be stored or deflated (the only methods whose
+decompression the standard library bounds), unencrypted and uniquely named.
+
+Memory for a genuine checkpoint: the zip reader allocates each storage once and fills it
+from the archive in 8 MiB chunks; the legacy reader reads storages straight into their arrays.
+Peak memory is about the size of the tensors plus a few MiB.
 
 Only the standard library and numpy are imported.
 """
@@ -48,10 +63,12 @@ from __future__ import annotations
 import codecs
 import collections
 import io
+import logging
 import math
 import os
 import re
 import struct
+import sys
 import zipfile
 import zlib
 from collections.abc import Mapping
@@ -59,25 +76,48 @@ from collections.abc import Mapping
 import numpy as np
 
 __all__ = [
+    "CheckpointError",
     "CheckpointFormatError",
     "OpaqueObject",
     "UnsafeCheckpointError",
+    "default_memory_budget",
     "load_checkpoint",
     "state_dict_from_checkpoint",
 ]
 
 EXPECTED = "a PyTorch checkpoint saved with torch.save (zip or legacy format)"
 
+logger = logging.getLogger("keras_vswin")
+
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 _LEGACY_PROTOCOL = 1001
 _CHUNK = 8 << 20
 
+# Memory budget: a multiple of the file's size plus a constant. A genuine checkpoint needs
+# about 1x (storages) + the copies of non-contiguous views (<= 1x) + bfloat16 widening (1x);
+# the Python objects of a metadata-heavy pickle take up to ~7x its bytes.
+_BUDGET_FACTOR = 8
+_BUDGET_SLACK = 32 << 20
+# Deeper nesting is refused: hashing a tuple recurses in C without a depth check, and repr,
+# json, copy.deepcopy and == recurse in Python; no checkpoint nests its data this deep.
+_MAX_DEPTH = 100
+_MAX_DIMS = 64  # numpy's limit on array dimensions
+_INT64 = 1 << 63
+# Budget units charged per step of hashing a key (a hash step costs about as much time as
+# copying a few dozen bytes).
+_HASH_COST = 8
 
-class CheckpointFormatError(ValueError):
-    """The file is not a readable PyTorch checkpoint (wrong type, truncated, corrupt)."""
+
+class CheckpointError(ValueError):
+    """Base class of the reader's errors; the message names the file."""
 
 
-class UnsafeCheckpointError(ValueError):
+class CheckpointFormatError(CheckpointError):
+    """The file is not a readable PyTorch checkpoint (wrong type, truncated, corrupt), or
+    reading it would exceed the memory budget."""
+
+
+class UnsafeCheckpointError(CheckpointError):
     """The checkpoint's pickle references a global outside the allow list.
 
     ``global_name`` holds the offending ``module.name``. Nothing was imported or called.
@@ -107,7 +147,116 @@ class OpaqueObject:
 
     def __repr__(self):
         how = "" if self.args is None else "(...)"
-        return f"OpaqueObject({self.name}{how})"
+        return f"OpaqueObject({self.name[:200]}{how})"
+
+
+def default_memory_budget(file_size):
+    """The memory budget, in bytes, that :func:`load_checkpoint` allows a file of this size."""
+    return _BUDGET_FACTOR * int(file_size) + _BUDGET_SLACK
+
+
+class _Budget:
+    """Bytes (and hashing work) charged so far against the limit; checked before allocating."""
+
+    __slots__ = ("limit", "used")
+
+    def __init__(self, limit):
+        self.limit = limit
+        self.used = 0
+
+    def charge(self, amount, what):
+        self.used += amount
+        if self.used > self.limit:
+            raise _OverBudget(what, amount)
+
+    def release(self, amount):
+        self.used -= amount
+
+
+class _OverBudget(Exception):
+    def __init__(self, what, amount):
+        super().__init__(what, amount)
+        self.what = what
+        self.amount = amount
+
+
+def _size(nbytes):
+    """Human-readable size."""
+    value = float(nbytes)
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{int(value)} bytes" if unit == "bytes" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"  # pragma: no cover
+
+
+class _Piece(str):
+    """Literal text inside :func:`_brief` (as opposed to a str value to be repr'd)."""
+
+
+_OPEN_CLOSE = {
+    list: ("[", "]"),
+    tuple: ("(", ")"),
+    set: ("{", "}"),
+    frozenset: ("frozenset({", "})"),
+    dict: ("{", "}"),
+    collections.OrderedDict: ("OrderedDict({", "})"),
+}
+
+
+def _brief_leaf(obj, limit):
+    if isinstance(obj, str | bytes | bytearray):
+        text = repr(obj[: limit + 1])
+        return text if len(obj) <= limit else text + "..."
+    if isinstance(obj, int) and not isinstance(obj, bool) and obj.bit_length() > 128:
+        return f"<int of {obj.bit_length()} bits>"
+    if isinstance(obj, np.ndarray):
+        return f"array(shape={obj.shape}, dtype={obj.dtype})"
+    if isinstance(obj, _Marker | _Callable):
+        return obj.qualname
+    if isinstance(obj, _Storage):
+        return f"<storage {obj.key}>"
+    if isinstance(obj, OpaqueObject):
+        return repr(obj)
+    if isinstance(obj, int | float | complex | type(None) | slice | np.generic):
+        return repr(obj)[: limit + 1]
+    return f"<{type(obj).__name__}>"
+
+
+def _brief(obj, limit=80):
+    """``repr(obj)`` cut to about ``limit`` characters: never recursive, never built whole."""
+    out, size, stack = [], 0, [obj]
+    while stack and size <= limit:
+        item = stack.pop()
+        if type(item) is _Piece:
+            text = item
+        elif type(item) in _OPEN_CLOSE:
+            start, end = _OPEN_CLOSE[type(item)]
+            is_dict = isinstance(item, dict)
+            parts = []
+            for i, entry in enumerate(item.items() if is_dict else item):
+                if i:
+                    parts.append(_Piece(", "))
+                if i * 3 > limit:
+                    parts.append(_Piece("..."))
+                    break
+                parts.extend((entry[0], _Piece(": "), entry[1]) if is_dict else (entry,))
+            stack.append(_Piece(end))
+            stack.extend(reversed(parts))
+            text = start
+        else:
+            text = _brief_leaf(item, limit)
+        out.append(text)
+        size += len(text)
+    text = "".join(out)
+    return text if size <= limit and not stack else text[:limit] + "..."
+
+
+def _exc_text(exc):
+    """An exception's message for an error report, without repr-ing arbitrary data."""
+    if all(isinstance(a, str) or (type(a) is int and a.bit_length() < 64) for a in exc.args):
+        return f"{type(exc).__name__}: {str(exc)[:300]}"
+    return type(exc).__name__
 
 
 # --------------------------------------------------------------------------------------------
@@ -236,10 +385,13 @@ class _Storage:
             raise _Bad(f"storage {self.key!r} of {self.raw.nbytes} bytes cannot hold {what}")
         return self.raw.view(dtype)
 
-    def as_array(self):
+    def as_array(self, budget):
         """A storage that appears outside a tensor: its elements as a 1-D array."""
         elem = self.elem or "uint8"
-        return _finish(self.typed(elem, elem), elem, copy=False)
+        typed = self.typed(elem, elem)
+        if _converts(typed, elem):
+            budget.charge(typed.shape[0] * _result_itemsize(typed, elem), f"storage {self.key!r}")
+        return _finish(typed, elem, copy=False)
 
 
 class _NpDtype:
@@ -270,50 +422,65 @@ class _Bad(Exception):
 
 
 def _int(value, what):
-    if type(value) is not int or value < 0:
-        raise _Bad(f"{what} must be a non-negative int, got {value!r}")
+    if type(value) is not int or not 0 <= value < _INT64:
+        raise _Bad(f"{what} must be a non-negative 64-bit int, got {_brief(value)}")
     return value
 
 
-def _int_tuple(value, what):
+def _int_tuple(vm, value, what):
     if not isinstance(value, tuple | list):
         raise _Bad(f"{what} must be a tuple of ints, got {type(value).__name__}")
+    if len(value) > _MAX_DIMS:
+        raise _Bad(f"{what} has {len(value)} dimensions; at most {_MAX_DIMS} are supported")
+    vm.budget.charge(8 * len(value), what)
     return tuple(_int(v, what) for v in value)
 
 
+def _result_itemsize(view, elem):
+    return 4 if elem == "bfloat16" else 1 if elem == "bool" else view.dtype.itemsize
+
+
+def _converts(view, elem):
+    """Whether `_finish` must convert (and so allocate) to give the tensor's numpy dtype."""
+    return elem in ("bfloat16", "bool") or not view.dtype.isnative
+
+
 def _finish(view, elem, copy):
-    """Native-endian array of the tensor's result dtype; copies only if asked or converting."""
+    """Native-endian C-ordered array of the tensor's result dtype; copies only if asked or
+    converting (the caller has charged the copy)."""
     if elem == "bfloat16":
-        wide = view.astype(np.uint32)  # in-place shift keeps 0-d arrays as arrays
+        wide = view.astype(np.uint32, order="C")  # in-place shift keeps 0-d arrays as arrays
         wide <<= 16
         return wide.view(np.float32)
     if elem == "bool":
-        return view.astype(np.bool_)
+        return view.astype(np.bool_, order="C")
     if not view.dtype.isnative:
-        return view.astype(view.dtype.newbyteorder("="))
-    return view.copy() if copy else view
+        return view.astype(view.dtype.newbyteorder("="), order="C")
+    return view.copy(order="C") if copy else view
 
 
-def _make_tensor(storage, offset, size, stride, elem, metadata):
+def _make_tensor(vm, storage, offset, size, stride, elem, metadata):
     if not isinstance(storage, _Storage):
         raise _Bad(f"tensor storage must come from a persistent id, got {type(storage).__name__}")
     offset = _int(offset, "storage offset")
-    size = _int_tuple(size, "tensor size")
-    stride = _int_tuple(stride, "tensor stride")
+    size = _int_tuple(vm, size, "tensor size")
+    stride = _int_tuple(vm, stride, "tensor stride")
     if len(size) != len(stride):
         raise _Bad(f"tensor size {size} and stride {stride} differ in length")
     if elem is None:
         elem = storage.elem or "uint8"
     if elem not in _ELEMENTS:
-        raise _Bad(f"tensors of dtype torch.{elem} are not supported")
+        raise _Bad(f"tensors of dtype torch.{_brief(elem)} are not supported")
     if metadata is not None and not isinstance(metadata, dict):
         raise _Bad(f"tensor metadata must be a dict, got {type(metadata).__name__}")
     if storage.raw is None:  # first pass over a legacy file: only storages matter
         return None
     typed = storage.typed(elem, f"torch.{elem} elements")
-    numel = math.prod(size)
+    numel = math.prod(size)  # at most 64 factors below 2**63: cheap however large
     if numel == 0:
         return _finish(typed[:0], elem, copy=True).reshape(size)
+    # Strides are >= 0, so the view's elements span [offset, last]: every element it reads
+    # lies in the storage iff `last` does.
     last = offset + sum((n - 1) * s for n, s in zip(size, stride, strict=True))
     if last >= typed.shape[0]:
         raise _Bad(
@@ -326,16 +493,28 @@ def _make_tensor(storage, offset, size, stride, elem, metadata):
             contiguous = False
             break
         expected *= n
+    whole = contiguous and offset == 0 and numel == typed.shape[0]
+    copies = int(bool(metadata and metadata.get("conj"))) + int(
+        bool(metadata and metadata.get("neg"))
+    )
+    if not whole or _converts(typed, elem) or copies:
+        # A zero-stride or overlapping view (torch's expand) materialises numel elements
+        # however few the storage holds: charge them all before allocating.
+        nbytes = numel * _result_itemsize(typed, elem)
+        vm.budget.charge(
+            nbytes * (1 + copies),
+            f"tensor of shape {size} (stride {stride}, torch.{elem}) viewing "
+            f"{typed.shape[0]} stored elements",
+        )
     if contiguous:
         view = typed[offset : offset + numel].reshape(size)
-        whole = offset == 0 and numel == typed.shape[0]
         out = _finish(view, elem, copy=not whole)
     else:
         item = typed.itemsize
         view = np.lib.stride_tricks.as_strided(
             typed[offset:], shape=size, strides=[s * item for s in stride], writeable=False
         )
-        out = np.ascontiguousarray(_finish(view, elem, copy=True))
+        out = _finish(view, elem, copy=True)
     if metadata:
         if metadata.get("conj"):
             out = np.asarray(np.conj(out))
@@ -348,18 +527,18 @@ def _args(args, name, low, high=None):
     high = low if high is None else high
     if not isinstance(args, tuple) or not low <= len(args) <= high:
         want = str(low) if low == high else f"{low} to {high}"
-        raise _Bad(f"{name} expects {want} arguments, got {args!r:.200}")
+        raise _Bad(f"{name} expects {want} arguments, got {_brief(args, 200)}")
     return args
 
 
 def _rebuild_tensor(vm, args):
     storage, offset, size, stride = _args(args, "_rebuild_tensor", 4)
-    return _make_tensor(storage, offset, size, stride, None, None)
+    return _make_tensor(vm, storage, offset, size, stride, None, None)
 
 
 def _rebuild_tensor_v2(vm, args):
     storage, offset, size, stride, _grad, _hooks, *meta = _args(args, "_rebuild_tensor_v2", 6, 7)
-    return _make_tensor(storage, offset, size, stride, None, meta[0] if meta else None)
+    return _make_tensor(vm, storage, offset, size, stride, None, meta[0] if meta else None)
 
 
 def _rebuild_tensor_v3(vm, args):
@@ -367,8 +546,8 @@ def _rebuild_tensor_v3(vm, args):
         args, "_rebuild_tensor_v3", 7, 8
     )
     if not (isinstance(dtype, str) and dtype.startswith("torch.")):
-        raise _Bad(f"_rebuild_tensor_v3 expects a torch dtype, got {dtype!r:.100}")
-    return _make_tensor(storage, offset, size, stride, dtype[6:], meta[0] if meta else None)
+        raise _Bad(f"_rebuild_tensor_v3 expects a torch dtype, got {_brief(dtype)}")
+    return _make_tensor(vm, storage, offset, size, stride, dtype[6:], meta[0] if meta else None)
 
 
 def _rebuild_parameter(vm, args):
@@ -386,7 +565,7 @@ _TENSOR_REBUILDERS |= {_rebuild_parameter, _rebuild_parameter_with_state}
 def _rebuild_from_type_v2(vm, args):
     func, new_type, inner, _state = _args(args, "_rebuild_from_type_v2", 4)
     if not (isinstance(func, _Callable) and func.call in _TENSOR_REBUILDERS):
-        raise _Bad(f"_rebuild_from_type_v2 with rebuild function {func!r:.100} is not supported")
+        raise _Bad(f"_rebuild_from_type_v2 with rebuild function {_brief(func)} is not supported")
     # torch.Tensor / nn.Parameter; an unknown subclass can only be an OpaqueObject here (it
     # was refused unless allow_unknown_globals): then keep the plain tensor data.
     if not (isinstance(new_type, _Marker) and new_type.kind == "tensor_type"):
@@ -406,11 +585,15 @@ def _ordered_dict(vm, args):
         return collections.OrderedDict()
     items = args[0]
     if isinstance(items, dict):
+        vm.check_keys(items, "OrderedDict keys")
+        vm.budget.charge(104 * len(items), "an OrderedDict")
         return collections.OrderedDict(items)
     if not isinstance(items, list | tuple) or not all(
         isinstance(p, list | tuple) and len(p) == 2 for p in items
     ):
         raise _Bad("OrderedDict expects a list of (key, value) pairs")
+    vm.check_keys([p[0] for p in items], "OrderedDict keys")
+    vm.budget.charge(104 * len(items), "an OrderedDict")
     return collections.OrderedDict(items)
 
 
@@ -418,10 +601,14 @@ def _container(kind):
     def call(vm, args):
         _args(args, kind.__name__, 0, 1)
         if not args:
-            return kind()
-        if not isinstance(args[0], list | tuple | set | frozenset):
-            raise _Bad(f"{kind.__name__} expects a list, got {type(args[0]).__name__}")
-        return kind(args[0])
+            return vm.tracked(kind()) if kind is frozenset else kind()
+        items = args[0]
+        if not isinstance(items, list | tuple | set | frozenset):
+            raise _Bad(f"{kind.__name__} expects a list, got {type(items).__name__}")
+        vm.check_keys(items, f"{kind.__name__} elements")
+        vm.budget.charge(216 + 64 * len(items), f"a {kind.__name__}")
+        made = kind(items)
+        return vm.tracked(made) if kind is frozenset else made
 
     return call
 
@@ -440,7 +627,9 @@ def _complex(vm, args):
     return complex(*args)
 
 
-def _latin1(value, what):
+def _latin1(vm, value, what):
+    if isinstance(value, bytes | bytearray | str):
+        vm.budget.charge(33 + len(value), what)
     if isinstance(value, bytes | bytearray):
         return bytes(value)
     if isinstance(value, str):
@@ -451,7 +640,8 @@ def _latin1(value, what):
 def _codecs_encode(vm, args):
     text, encoding = _args(args, "_codecs.encode", 2)
     if not isinstance(text, str) or encoding not in ("latin1", "latin-1", "iso-8859-1"):
-        raise _Bad(f"_codecs.encode is only allowed on text with latin1, got {encoding!r:.50}")
+        raise _Bad(f"_codecs.encode is only allowed on text with latin1, got {_brief(encoding)}")
+    vm.budget.charge(33 + len(text), "_codecs.encode")
     return text.encode("latin1")
 
 
@@ -461,25 +651,28 @@ def _bytearray(vm, args):
         return bytearray()
     if len(args) == 2:
         return bytearray(_codecs_encode(vm, args))
-    return bytearray(_latin1(args[0], "bytearray"))
+    return bytearray(_latin1(vm, args[0], "bytearray"))
 
 
 def _bytes(vm, args):
     # protocols 0-2 pickle b"" as bytes(); other bytes go through _codecs.encode
     _args(args, "bytes", 0, 1)
-    return _latin1(args[0], "bytes") if args else b""
+    return _latin1(vm, args[0], "bytes") if args else b""
 
 
 def _torch_size(vm, args):
     (dims,) = _args(args, "torch.Size", 1)
-    return _int_tuple(dims, "torch.Size")
+    return vm.tracked(_int_tuple(vm, dims, "torch.Size"))
 
 
 def _torch_device(vm, args):
     _args(args, "torch.device", 1, 2)
     if not isinstance(args[0], str) or (len(args) == 2 and type(args[1]) is not int):
-        raise _Bad(f"torch.device expects (type, index), got {args!r:.100}")
-    return args[0] if len(args) == 1 else f"{args[0]}:{args[1]}"
+        raise _Bad(f"torch.device expects (type, index), got {_brief(args, 100)}")
+    if len(args) == 1:
+        return args[0]
+    vm.budget.charge(64 + len(args[0]), "torch.device")
+    return f"{args[0]}:{args[1]}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -496,7 +689,7 @@ def _np_dtype_of(value, what):
 def _numpy_dtype(vm, args):
     code = _args(args, "numpy.dtype", 1, 3)[0]
     if not isinstance(code, str) or len(code) > 32:
-        raise _Bad(f"numpy.dtype expects a short type code, got {code!r:.50}")
+        raise _Bad(f"numpy.dtype expects a short type code, got {_brief(code, 50)}")
     try:
         dtype = np.dtype(code)
     except TypeError as exc:
@@ -508,7 +701,7 @@ def _numpy_dtype(vm, args):
 
 def _numpy_dtype_build(obj, state):
     if not isinstance(state, tuple) or len(state) < 2 or state[1] not in ("<", ">", "|", "="):
-        raise _Bad(f"unexpected numpy dtype state {state!r:.100}")
+        raise _Bad(f"unexpected numpy dtype state {_brief(state, 100)}")
     if any(s is not None for s in state[2:5]):
         raise _Bad("structured or sub-array numpy dtypes are not supported")
     dtype = obj.dtype
@@ -521,10 +714,12 @@ def _numpy_dtype_build(obj, state):
     obj.dtype = dtype
 
 
-def _np_from_bytes(data, dtype, shape, fortran):
+def _np_from_bytes(vm, data, dtype, shape, fortran):
+    shape = _int_tuple(vm, shape, "array shape")
     count = math.prod(shape)
     if len(data) != count * dtype.itemsize:
         raise _Bad(f"numpy array data has {len(data)} bytes, expected {count * dtype.itemsize}")
+    vm.budget.charge(112 + len(data), "a numpy array")
     flat = np.frombuffer(data, dtype=dtype, count=count)
     array = flat.reshape(shape, order="F" if fortran else "C")
     return np.array(array, dtype=dtype.newbyteorder("="), order="K", copy=True)
@@ -533,34 +728,34 @@ def _np_from_bytes(data, dtype, shape, fortran):
 def _numpy_scalar(vm, args):
     dtype_obj, data = _args(args, "numpy scalar", 2)
     dtype = _np_dtype_of(dtype_obj, "numpy scalar")
-    return _np_from_bytes(_latin1(data, "numpy scalar"), dtype, (), False)[()]
+    return _np_from_bytes(vm, _latin1(vm, data, "numpy scalar"), dtype, (), False)[()]
 
 
 def _numpy_reconstruct(vm, args):
     cls = _args(args, "numpy _reconstruct", 3)[0]
     if not (isinstance(cls, _Marker) and cls.kind == "ndarray"):
-        raise _Bad(f"numpy _reconstruct of {cls!r:.100} is not supported")
+        raise _Bad(f"numpy _reconstruct of {_brief(cls, 100)} is not supported")
     return _NpArray()
 
 
-def _numpy_array_build(obj, state):
+def _numpy_array_build(vm, obj, state):
     if isinstance(state, tuple) and len(state) == 5:
         state = state[1:]
     if not isinstance(state, tuple) or len(state) != 4:
-        raise _Bad(f"unexpected numpy array state {state!r:.100}")
+        raise _Bad(f"unexpected numpy array state {_brief(state, 100)}")
     shape, dtype_obj, fortran, data = state
     dtype = _np_dtype_of(dtype_obj, "numpy array")
     if isinstance(data, list):
         raise _Bad("numpy object arrays are not supported")
-    data = _latin1(data, "numpy array")
-    obj.array = _np_from_bytes(data, dtype, _int_tuple(shape, "array shape"), bool(fortran))
+    data = _latin1(vm, data, "numpy array")
+    obj.array = _np_from_bytes(vm, data, dtype, shape, bool(fortran))
 
 
 def _numpy_frombuffer(vm, args):
     data, dtype_obj, shape, order = _args(args, "numpy _frombuffer", 4)
     dtype = _np_dtype_of(dtype_obj, "numpy array")
-    data = bytes(data) if isinstance(data, bytes | bytearray) else _latin1(data, "numpy array")
-    return _np_from_bytes(data, dtype, _int_tuple(shape, "array shape"), order == "F")
+    data = _latin1(vm, data, "numpy array")
+    return _np_from_bytes(vm, data, dtype, shape, order == "F")
 
 
 # --------------------------------------------------------------------------------------------
@@ -683,6 +878,10 @@ _U2 = struct.Struct("<H")
 _U8 = struct.Struct("<Q")
 _F8 = struct.Struct(">d")
 
+# What a key may hold (a tuple/frozenset key holds only these, recursively). Mutable and
+# intermediate objects are refused: they are unhashable, or finalising would change them.
+_KEY_SCALARS = (str, bytes, int, float, complex, type(None), np.generic, OpaqueObject)
+
 
 class _Unpickler:
     """Interprets pickle opcodes (protocols 0-5) with the allow list above.
@@ -690,13 +889,23 @@ class _Unpickler:
     Unlike ``pickle.Unpickler`` it never looks up a real Python object by name: globals
     resolve to the handlers/markers of this module, containers are mutated only when they are
     real dicts/lists/sets, and BUILD is accepted only for the few types that need it.
+
+    Every opcode is charged to ``budget`` (about the memory the object it makes takes), and so
+    is every byte, item and hashed key it adds. Tuples and frozensets are recorded with their
+    nesting depth and the cost of hashing them, so that no key is hashed that nests deeper
+    than ``_MAX_DEPTH`` (C recursion) or that shares parts exponentially (time).
     """
 
-    def __init__(self, reader, path, persistent_load=None, allow_unknown=False):
+    def __init__(
+        self, reader, path, budget, persistent_load=None, allow_unknown=False, unknown=None
+    ):
         self.reader = reader
         self.path = path
+        self.budget = budget
         self.persistent_load = persistent_load
         self.allow_unknown = allow_unknown
+        self.unknown = unknown if unknown is not None else set()
+        self.nested = {}  # id -> (tuple or frozenset, depth, hash cost, usable as a key)
 
     def load(self):
         self.stack = []
@@ -704,31 +913,105 @@ class _Unpickler:
         self.memo = {}
         read = self.reader.read
         dispatch = _DISPATCH
+        costs = _OP_COST
+        budget = self.budget
         while True:
             pos = self.reader.pos
             op = read(1)[0]
+            budget.used += costs[op]
+            if budget.used > budget.limit:
+                raise _OverBudget(f"the objects the pickle builds (at byte {pos})", costs[op])
             if op == 0x2E:  # STOP
                 if not self.stack:
                     raise _Bad(f"empty pickle stack at STOP (byte {pos})")
-                return self.stack.pop()
+                result = self.stack.pop()
+                # the memo and the tuple records die with the interpreter
+                budget.release(64 * len(self.memo) + 128 * len(self.nested))
+                return result
             handler = dispatch.get(op)
             if handler is None:
                 raise _Bad(f"invalid pickle opcode 0x{op:02x} at byte {pos}")
             try:
                 handler(self)
-            except (_Bad, _Truncated, UnsafeCheckpointError, CheckpointFormatError):
+            except (_Bad, _Truncated, _OverBudget, UnsafeCheckpointError, CheckpointFormatError):
                 raise
             except MemoryError:
                 raise
             except Exception as exc:  # malformed data: wrong types, missing memo, ...
                 name = _OPNAMES.get(op, "?")
-                raise _Bad(f"malformed pickle at byte {pos} ({name}): {exc!r:.300}") from exc
+                raise _Bad(f"malformed pickle at byte {pos} ({name}): {_exc_text(exc)}") from None
 
     # -- helpers ------------------------------------------------------------------------------
+    def readline(self):
+        line = self.reader.readline()
+        self.budget.charge(64 + 4 * len(line), "a pickle text argument")
+        return line
+
     def pop_mark(self):
         items = self.stack
         self.stack = self.metastack.pop()
         return items
+
+    def tracked(self, obj):
+        """Record a new tuple/frozenset's depth and hash cost; refuse nesting too deep."""
+        depth, cost, plain = 1, len(obj) + 1, True
+        for item in obj:
+            kind = type(item)
+            if kind is tuple or kind is frozenset:
+                d, c, p = self.shape_of(item)
+                depth = max(depth, d + 1)
+                cost += c
+                plain = plain and p
+            elif not isinstance(item, _KEY_SCALARS):
+                plain = False
+            elif isinstance(item, np.generic):
+                cost += item.nbytes // 8  # numpy scalars do not cache their hash
+        if depth > _MAX_DEPTH:
+            raise _Bad(f"objects nested too deeply (more than {_MAX_DEPTH} levels)")
+        if type(obj) is frozenset:
+            cost = len(obj) + 1  # its items' hashes are stored; its own is computed once
+        if depth > 1 or len(obj) > 8 or not plain:  # small flat ones: shape_of recomputes
+            self.budget.charge(128, "a tuple's record")
+            self.nested[id(obj)] = (obj, depth, cost, plain)
+        return obj
+
+    def shape_of(self, obj):
+        """(depth, hash cost, usable as a key) of a tuple/frozenset."""
+        entry = self.nested.get(id(obj))
+        if entry is not None and entry[0] is obj:
+            return entry[1:]
+        # Not recorded: at most 8 plain scalars (or the empty tuple, or a handler's tuple of
+        # ints), so this is cheap; anything else in it makes it unusable as a key.
+        return 1, len(obj) + 1, all(isinstance(v, _KEY_SCALARS) for v in obj)
+
+    def new_tuple(self, items):
+        self.budget.charge(40 + 8 * len(items), "a tuple")
+        return self.tracked(tuple(items))
+
+    def check_keys(self, keys, where):
+        """Refuse keys that are unhashable, internal or too costly to hash; charge hashing."""
+        cost = 0
+        for key in keys:
+            kind = type(key)
+            if kind is tuple or kind is frozenset:
+                _depth, key_cost, plain = self.shape_of(key)
+                if not plain:
+                    raise _Bad(
+                        f"{where}: a {kind.__name__} holding a {_unkeyable(key)} is not a key"
+                    )
+                cost += key_cost
+            elif isinstance(key, _KEY_SCALARS):
+                cost += 1 + (key.nbytes // 8 if isinstance(key, np.generic) else 0)
+            else:
+                raise _Bad(f"{where}: {_describe(key)} cannot be a dict key or set element")
+        # twice: a hash, and an equality test against an equal key already there
+        work = 2 * _HASH_COST * cost
+        if work > self.budget.limit:
+            raise _Bad(
+                f"{where}: a key that repeats shared parts would take {cost} steps to hash, "
+                "more than the budget for this file"
+            )
+        self.budget.charge(work, f"hashing {where}")
 
     def find_global(self, module, name):
         if not isinstance(module, str) or not isinstance(name, str):
@@ -737,20 +1020,22 @@ class _Unpickler:
         if value is not None:
             return value
         if self.allow_unknown:
+            self.unknown.add(qualname[:200])
             return OpaqueObject(qualname)
         raise UnsafeCheckpointError(
-            f"{self.path}: refusing to load: the pickle references the global {qualname!r}, "
-            "which is not part of a tensor/state-dict checkpoint (loading it with torch.load "
-            "could execute code). Allowed: tensors, storages, OrderedDict and plain "
-            "containers/scalars. If you trust the file, re-save only its state_dict, or pass "
-            "allow_unknown_globals=True to read it with inert placeholders.",
-            qualname,
+            f"{self.path}: refusing to load: the pickle references the global "
+            f"{_brief(qualname, 200)}, which is not part of a tensor/state-dict checkpoint "
+            "(loading it with torch.load could execute code). Allowed: tensors, storages, "
+            "OrderedDict and plain containers/scalars. If you trust the file, re-save only its "
+            "state_dict, or pass allow_unknown_globals=True to read it with inert placeholders.",
+            qualname[:200],
         )
 
     def call(self, func, args, kwargs=None, new=False):
         if not isinstance(args, tuple):
             raise _Bad(f"call arguments must be a tuple, got {type(args).__name__}")
         if isinstance(func, OpaqueObject):
+            self.budget.charge(400, "a placeholder object")
             return OpaqueObject(func.name, args, kwargs)
         if isinstance(func, _Callable):
             if kwargs:
@@ -766,15 +1051,16 @@ class _Unpickler:
         if isinstance(obj, _NpDtype):
             _numpy_dtype_build(obj, state)
         elif isinstance(obj, _NpArray):
-            _numpy_array_build(obj, state)
+            _numpy_array_build(self, obj, state)
         elif isinstance(obj, OpaqueObject):
             obj.state = state
         elif type(obj) is collections.OrderedDict and isinstance(state, dict):
             # module.state_dict() carries a `_metadata` attribute (module versions)
+            self.budget.charge(104 * len(state), "OrderedDict attributes")
             for key, value in state.items():
                 # plain new attributes only: never shadow a method or touch a dunder
                 if not isinstance(key, str) or not key.isidentifier() or hasattr(obj, key):
-                    raise _Bad(f"attribute {key!r:.50} is not allowed on an OrderedDict")
+                    raise _Bad(f"attribute {_brief(key, 50)} is not allowed on an OrderedDict")
                 setattr(obj, key, value)
         else:
             raise _Bad(f"cannot set state on {_describe(obj)}")
@@ -786,6 +1072,8 @@ class _Unpickler:
             target = target.items
         if not isinstance(target, dict):
             raise _Bad(f"cannot store items into {_describe(target)}")
+        self.check_keys(items[::2], "dict keys")
+        self.budget.charge(20 * len(items), "dict items")  # ~40 bytes a slot, with growth
         for i in range(0, len(items), 2):
             target[items[i]] = items[i + 1]
 
@@ -794,6 +1082,7 @@ class _Unpickler:
             target = target.listitems
         if not isinstance(target, list):
             raise _Bad(f"cannot append to {_describe(target)}")
+        self.budget.charge(8 * len(items), "list items")
         target.extend(items)
 
     def decode_str8(self, data):
@@ -819,16 +1108,25 @@ class _Unpickler:
         self.memo[key] = self.stack[-1]
 
 
+def _unkeyable(obj):
+    """The first value inside a tuple/frozenset key that cannot be part of a key (no recursion:
+    only one level is named)."""
+    for item in obj:
+        if type(item) not in (tuple, frozenset) and not isinstance(item, _KEY_SCALARS):
+            return type(item).__name__
+    return "value that cannot be a key"
+
+
 def _describe(obj):
     if isinstance(obj, _Callable | _Marker):
-        return obj.qualname
+        return obj.qualname[:200]
     if isinstance(obj, OpaqueObject):
         return repr(obj)
     return f"a {type(obj).__name__}"
 
 
 def _op_int(vm):
-    line = vm.reader.readline()
+    line = vm.readline()
     if line == b"00":
         value = False
     elif line == b"01":
@@ -839,7 +1137,7 @@ def _op_int(vm):
 
 
 def _op_long(vm):
-    line = vm.reader.readline()
+    line = vm.readline()
     if line.endswith(b"L"):
         line = line[:-1]
     vm.stack.append(int(line))
@@ -853,13 +1151,14 @@ def _op_long_n(size_struct):
             n = size_struct.unpack(vm.reader.read(4))[0]
             if n < 0:
                 raise _Bad("negative LONG4 size")
+        vm.budget.charge(32 + n, "an int")
         vm.stack.append(int.from_bytes(vm.reader.read(n), "little", signed=True))
 
     return op
 
 
 def _op_string(vm):
-    line = vm.reader.readline()
+    line = vm.readline()
     if len(line) < 2 or line[0] != line[-1] or line[:1] not in (b"'", b'"'):
         raise _Bad("STRING argument is not quoted")
     vm.stack.append(vm.decode_str8(codecs.escape_decode(line[1:-1])[0]))
@@ -875,6 +1174,7 @@ def _sized(size_fmt, kind):
             n = size_fmt.unpack(vm.reader.read(size_fmt.size))[0]
             if n < 0:
                 raise _Bad("negative length")
+        vm.budget.charge(49 + n, "a string")  # before reading it
         data = vm.reader.read(n)
         if kind == "str":
             value = data.decode("utf-8", "surrogatepass")
@@ -884,14 +1184,17 @@ def _sized(size_fmt, kind):
             value = bytearray(data)
         else:
             value = data
+        if isinstance(value, str) and not value.isascii():
+            # up to 4 bytes per character once decoded; the encoded bytes were charged
+            vm.budget.charge(max(0, sys.getsizeof(value) - n), "a string")
         vm.stack.append(value)
 
     return op
 
 
 def _op_global(vm):
-    module = vm.reader.readline().decode("utf-8")
-    name = vm.reader.readline().decode("utf-8")
+    module = vm.readline().decode("utf-8")
+    name = vm.readline().decode("utf-8")
     vm.stack.append(vm.find_global(module, name))
 
 
@@ -907,8 +1210,8 @@ def _op_reduce(vm):
 
 
 def _op_inst(vm):
-    module = vm.reader.readline().decode("utf-8")
-    name = vm.reader.readline().decode("utf-8")
+    module = vm.readline().decode("utf-8")
+    name = vm.readline().decode("utf-8")
     cls = vm.find_global(module, name)
     args = tuple(vm.pop_mark())
     vm.stack.append(vm.call(cls, args))
@@ -973,6 +1276,8 @@ def _op_additems(vm):
     target = vm.stack[-1]
     if not isinstance(target, set):
         raise _Bad(f"cannot add items to {_describe(target)}")
+    vm.check_keys(items, "set elements")
+    vm.budget.charge(64 * len(items), "set elements")
     target.update(items)
 
 
@@ -989,7 +1294,7 @@ def _op_mark(vm):
 
 
 def _op_persid(vm):
-    vm.stack.append(vm.persid(vm.reader.readline().decode("ascii")))
+    vm.stack.append(vm.persid(vm.readline().decode("ascii")))
 
 
 def _op_binpersid(vm):
@@ -1014,12 +1319,30 @@ def _op_next_buffer(vm):
     raise _Bad("out-of-band pickle buffers (NEXT_BUFFER) are not supported")
 
 
-def _marked(kind):
-    """LIST / TUPLE / FROZENSET: the items since the last MARK become one object."""
+def _op_list(vm):
+    items = vm.pop_mark()  # the mark's own list becomes the list
+    vm.stack.append(items)
 
+
+def _op_tuple(vm):
+    items = vm.pop_mark()  # replaces vm.stack: append to the new one
+    vm.stack.append(vm.new_tuple(items))
+
+
+def _op_frozenset(vm):
+    items = vm.pop_mark()
+    vm.check_keys(items, "frozenset elements")
+    vm.budget.charge(216 + 64 * len(items), "a frozenset")
+    vm.stack.append(vm.tracked(frozenset(items)))
+
+
+def _op_tuple_n(n):
     def op(vm):
-        items = vm.pop_mark()  # replaces vm.stack: append to the new one
-        vm.stack.append(kind(items))
+        if len(vm.stack) < n:
+            raise _Bad(f"TUPLE{n} needs {n} items on the stack")
+        items = vm.stack[-n:]
+        del vm.stack[-n:]
+        vm.stack.append(vm.new_tuple(items))
 
     return op
 
@@ -1037,7 +1360,7 @@ _DISPATCH = {
     ord("0"): _op_pop,
     ord("1"): lambda vm: vm.pop_mark(),
     ord("2"): lambda vm: vm.stack.append(vm.stack[-1]),
-    ord("F"): lambda vm: vm.stack.append(float(vm.reader.readline())),
+    ord("F"): lambda vm: vm.stack.append(float(vm.readline())),
     ord("G"): _unpack(_F8, 8),
     ord("I"): _op_int,
     ord("J"): _unpack(_I4, 4),
@@ -1055,7 +1378,7 @@ _DISPATCH = {
     ord("S"): _op_string,
     ord("T"): _sized(_I4, "str8"),
     ord("U"): _sized(None, "str8"),
-    ord("V"): lambda vm: vm.stack.append(vm.reader.readline().decode("raw-unicode-escape")),
+    ord("V"): lambda vm: vm.stack.append(vm.readline().decode("raw-unicode-escape")),
     ord("X"): _sized(_U4, "str"),
     0x8C: _sized(None, "str"),
     0x8D: _sized(_U8, "str"),
@@ -1072,22 +1395,22 @@ _DISPATCH = {
     0x93: _op_stack_global,
     ord("d"): _op_dict,
     ord("}"): _push(dict),
-    ord("l"): _marked(list),
+    ord("l"): _op_list,
     ord("]"): _push(list),
-    ord("t"): _marked(tuple),
+    ord("t"): _op_tuple,
     ord(")"): _push(tuple),
-    0x85: lambda vm: vm.stack.append((vm.stack.pop(),)),
-    0x86: lambda vm: vm.stack.extend([(vm.stack.pop(-2), vm.stack.pop())]),
-    0x87: lambda vm: vm.stack.extend([(vm.stack.pop(-3), vm.stack.pop(-2), vm.stack.pop())]),
+    0x85: _op_tuple_n(1),
+    0x86: _op_tuple_n(2),
+    0x87: _op_tuple_n(3),
     0x8F: _push(set),
     0x90: _op_additems,
-    0x91: _marked(frozenset),
+    0x91: _op_frozenset,
     ord("s"): _op_setitem,
     ord("u"): _op_setitems,
-    ord("g"): lambda vm: vm.get(int(vm.reader.readline())),
+    ord("g"): lambda vm: vm.get(int(vm.readline())),
     ord("h"): lambda vm: vm.get(vm.reader.read(1)[0]),
     ord("j"): lambda vm: vm.get(_U4.unpack(vm.reader.read(4))[0]),
-    ord("p"): lambda vm: vm.put(int(vm.reader.readline())),
+    ord("p"): lambda vm: vm.put(int(vm.readline())),
     ord("q"): lambda vm: vm.put(vm.reader.read(1)[0]),
     ord("r"): lambda vm: vm.put(_U4.unpack(vm.reader.read(4))[0]),
     0x94: lambda vm: vm.put(len(vm.memo)),
@@ -1115,6 +1438,29 @@ _OPNAMES = {
 }
 
 
+# Budget charged per opcode: about the memory of the object it pushes (sys.getsizeof in
+# CPython 3.11) plus its stack slot. Variable-size data is charged by the handlers.
+_OP_COST = [32] * 256
+for _op, _cost in {
+    "]": 64,  # empty list
+    "}": 72,  # empty dict
+    "(": 64,  # MARK: a new stack list
+    "\x8f": 224,  # empty set
+    ")": 8,  # the empty tuple is shared
+    "2": 16,  # DUP and GETs push a reference
+    "g": 16,
+    "h": 16,
+    "j": 16,
+    "p": 64,  # memo entries: a dict slot and an int key
+    "q": 64,
+    "r": 64,
+    "\x94": 64,
+    # length-prefixed str/bytes: the stack slot; `_sized` charges the object
+    **dict.fromkeys(["X", "\x8c", "\x8d", "B", "C", "\x8e", "\x96", "T", "U"], 8),
+}.items():
+    _OP_COST[ord(_op)] = _cost
+del _op, _cost
+
 # --------------------------------------------------------------------------------------------
 # After unpickling: turn the interpreter's intermediate objects into plain values
 # --------------------------------------------------------------------------------------------
@@ -1122,60 +1468,136 @@ _OPNAMES = {
 _LEAVES = (np.ndarray, np.generic, str, bytes, bytearray, int, float, complex, type(None), slice)
 
 
-def _finalize(obj):
-    done = {}
+def _open(obj, budget):
+    """(final value, None) for a leaf; (None, children) for a container."""
+    if isinstance(obj, _LEAVES):
+        return obj, None
+    kind = type(obj)
+    if kind is dict or kind is collections.OrderedDict:
+        children = [*obj.keys(), *obj.values()]
+        if kind is collections.OrderedDict:
+            children += vars(obj).values()  # `_metadata`
+        return None, children
+    if kind is list or kind is tuple or kind is set or kind is frozenset:
+        return None, list(obj)
+    if kind is OpaqueObject:
+        return None, [obj.args, obj.kwargs, obj.state, obj.items, obj.listitems]
+    if kind is _Storage:
+        return obj.as_array(budget), None
+    if kind is _NpDtype:
+        return obj.dtype, None
+    if kind is _NpArray:
+        if obj.array is None:
+            raise _Bad("numpy array without data")
+        return obj.array, None
+    if kind is _Marker or kind is _Callable:
+        return obj.qualname, None
+    return obj, None
 
-    def walk(o):
-        if isinstance(o, _LEAVES):
-            return o
-        key = id(o)
-        if key in done:
-            return done[key]
-        t = type(o)
-        if t is dict or t is collections.OrderedDict:
-            done[key] = o
-            for k, v in o.items():
-                nv = walk(v)
-                if nv is not v:
-                    o[k] = nv
-            return o
-        if t is list:
-            done[key] = o
-            for i, v in enumerate(o):
-                o[i] = walk(v)
-            return o
-        if t in (tuple, set, frozenset):
-            done[key] = o
-            items = [walk(v) for v in o]
-            if any(a is not b for a, b in zip(items, o, strict=True)):
-                if t is set:
-                    o.clear()
-                    o.update(items)
-                else:
-                    done[key] = t(items)
-            return done[key]
-        if t is _Storage:
-            done[key] = o.as_array()
-        elif t is _NpDtype:
-            done[key] = o.dtype
-        elif t is _NpArray:
-            if o.array is None:
-                raise _Bad("numpy array without data")
-            done[key] = o.array
-        elif t is _Marker or t is _Callable:
-            done[key] = o.qualname
-        elif t is OpaqueObject:
-            done[key] = o
-            o.args = walk(o.args)
-            o.kwargs = walk(o.kwargs)
-            o.state = walk(o.state)
-            walk(o.items)
-            walk(o.listitems)
+
+def _close(obj, finals, cyclic, budget):
+    """The final value of a container whose children's final values are `finals`."""
+    kind = type(obj)
+    if kind is dict or kind is collections.OrderedDict:
+        n = len(obj)
+        olds, news = list(obj.items()), finals[n : 2 * n]
+        for (key, old), new in zip(olds, news, strict=True):
+            if new is not old:
+                obj[key] = new
+        if kind is collections.OrderedDict:
+            for name, new in zip(list(vars(obj)), finals[2 * n :], strict=True):
+                if new is not getattr(obj, name):
+                    setattr(obj, name, new)
+        return obj  # keys hold only plain values (check_keys): they never change
+    if kind is list:
+        for i, new in enumerate(finals):
+            if new is not obj[i]:
+                obj[i] = new
+        return obj
+    if kind is tuple:
+        if all(new is old for new, old in zip(finals, obj, strict=True)):
+            return obj
+        if cyclic:
+            raise _Bad("a tuple that contains itself holds storages or numpy values")
+        budget.charge(40 + 8 * len(finals), "a tuple")
+        return tuple(finals)
+    if kind is OpaqueObject:
+        obj.args, obj.kwargs, obj.state = finals[:3]
+        return obj
+    return obj  # sets and frozensets hold only plain values (check_keys)
+
+
+def _finalize(obj, budget):
+    """Replace intermediate objects (storages, numpy dtypes/arrays, markers) by plain values.
+
+    Iterative: the file's nesting never becomes Python or C recursion here. Refuses objects
+    nested more than ``_MAX_DEPTH`` deep, and structures whose shared parts make a full walk
+    (what ``repr``, ``json`` or ``==`` do) visit more than ``budget.limit // 32`` nodes.
+    """
+    max_nodes = max(1, budget.limit // 32)
+    results = {}  # id -> (original, final, height, nodes); keeps originals alive
+    active, cyclic = set(), set()
+    final, children = _open(obj, budget)
+    if children is None:
+        return final
+    # frame: [object, children, next child, finals, height, nodes]
+    frames = [[obj, children, 0, [], 1, 1]]
+    active.add(id(obj))
+    too_shared = (
+        f"objects share parts so heavily that walking them in full (as repr or json do) would "
+        f"visit more than {max_nodes} of them"
+    )
+    while True:
+        frame = frames[-1]
+        children, finals, start = frame[1], frame[3], frame[2]
+        i, n = start, len(children)
+        while i < n and isinstance(children[i], _LEAVES):  # plain values stay as they are
+            finals.append(children[i])
+            i += 1
+        frame[5] += i - start
+        if frame[5] > max_nodes:
+            raise _Bad(too_shared)
+        if i < n:
+            child = children[i]
+            frame[2] = i + 1
+            key = id(child)
+            done = results.get(key)
+            if done is not None:
+                _, final, height, nodes = done
+            elif key in active:  # a container that holds itself: repr shows it as [...]
+                cyclic.add(key)
+                final, height, nodes = child, 0, 1
+            else:
+                final, grandchildren = _open(child, budget)
+                if grandchildren is not None:
+                    budget.charge(112, "walking the loaded objects")  # its `results` entry
+                    if len(frames) >= _MAX_DEPTH:
+                        raise _Bad(f"objects nested too deeply (more than {_MAX_DEPTH} levels)")
+                    active.add(key)
+                    frames.append([child, grandchildren, 0, [], 1, 1])
+                    continue
+                height, nodes = 0, 1
+                if final is not child:  # a converted storage shared by several references
+                    results[key] = (child, final, 0, 1)
         else:
-            done[key] = o
-        return done[key]
-
-    return walk(obj)
+            frame[2] = n
+            frames.pop()
+            original = frame[0]
+            active.discard(id(original))
+            final = _close(original, frame[3], id(original) in cyclic, budget)
+            height, nodes = frame[4], frame[5]
+            results[id(original)] = (original, final, height, nodes)
+            if not frames:
+                return final
+        parent = frames[-1]
+        parent[3].append(final)
+        if height + 1 > parent[4]:
+            parent[4] = height + 1
+            if parent[4] > _MAX_DEPTH:
+                raise _Bad(f"objects nested too deeply (more than {_MAX_DEPTH} levels)")
+        parent[5] += nodes
+        if parent[5] > max_nodes:
+            raise _Bad(too_shared)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1186,42 +1608,80 @@ def _finalize(obj):
 def _storage_pid(pid, path):
     """Validate ``('storage', storage_class, key, location, numel[, view_metadata])``."""
     if not (isinstance(pid, tuple) and len(pid) in (5, 6) and pid[0] == "storage"):
-        raise _Bad(f"unsupported persistent id {pid!r:.200}")
+        raise _Bad(f"unsupported persistent id {_brief(pid, 200)}")
     kind, key, _location, numel = pid[1:5]
     if not (isinstance(kind, _Marker) and kind.kind == "storage"):
         raise _Bad(f"persistent id names {_describe(kind)}, not a storage class")
     if kind.elem is not None and kind.elem.startswith("unsupported:"):
         raise _Bad(f"storages of type {kind.qualname} are not supported")
     if not isinstance(key, str) or not re.fullmatch(r"[A-Za-z0-9_.\-]{1,64}", key):
-        raise _Bad(f"invalid storage key {key!r:.80}")
+        raise _Bad(f"invalid storage key {_brief(key)}")
     itemsize = _ELEMENTS[kind.elem].itemsize if kind.elem else 1
     return kind.elem, key, _int(numel, "storage size"), itemsize, pid[5] if len(pid) == 6 else None
 
 
-def _read_zip_record(zf, info):
+# The compression methods whose decompression zipfile bounds by the declared size (it passes
+# bz2 and lzma output through unbounded); torch.save writes stored entries.
+_ZIP_METHODS = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflated"}
+
+
+_ZIP_ERRORS = (
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+    EOFError,
+    OSError,
+    ValueError,  # e.g. a negative offset, an undecodable utf-8 name
+    struct.error,
+    OverflowError,
+)
+
+
+def _read_zip_record(zf, info, budget, what):
+    """The bytes of one zip entry, after charging its declared size (which zipfile enforces:
+    a deflate stream that expands further is cut there and fails its CRC check)."""
+    if info.flag_bits & 0x1:
+        raise _Bad(f"zip entry {_brief(info.filename)} is encrypted")
+    if info.compress_type not in _ZIP_METHODS:
+        raise _Bad(
+            f"zip entry {_brief(info.filename)} uses compression method {info.compress_type}; "
+            "only stored (what torch.save writes) and deflated entries are read"
+        )
+    budget.charge(info.file_size, what)
     out = np.empty(info.file_size, dtype=np.uint8)
     view = memoryview(out)
     done = 0
-    with zf.open(info) as fh:
-        while done < info.file_size:
-            chunk = fh.read(min(_CHUNK, info.file_size - done))
-            if not chunk:
-                raise _Bad(f"zip record {info.filename} ends early")
-            view[done : done + len(chunk)] = chunk
-            done += len(chunk)
-        fh.read(1)  # reaching EOF makes zipfile verify the CRC
+    try:
+        with zf.open(info) as fh:
+            while done < info.file_size:
+                chunk = fh.read(min(_CHUNK, info.file_size - done))
+                if not chunk:
+                    raise _Bad(f"zip record {_brief(info.filename)} ends early")
+                view[done : done + len(chunk)] = chunk
+                done += len(chunk)
+            fh.read(1)  # reaching EOF makes zipfile verify the CRC
+    except (*_ZIP_ERRORS, zlib.error, NotImplementedError, RuntimeError) as exc:
+        raise _Bad(
+            f"zip entry {_brief(info.filename)} is truncated or corrupt ({_exc_text(exc)})"
+        ) from None
     return out
 
 
-def _load_zip(fileobj, path, allow_unknown):
+def _load_zip(fileobj, path, budget, allow_unknown, unknown):
     try:
         zf = zipfile.ZipFile(fileobj)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError) as exc:
+    except _ZIP_ERRORS as exc:
         raise CheckpointFormatError(
-            f"{path}: truncated or corrupt zip archive ({exc}); expected {EXPECTED}"
-        ) from exc
+            f"{path}: truncated or corrupt zip archive ({_exc_text(exc)}); expected {EXPECTED}"
+        ) from None
     with zf:
-        infos = {info.filename: info for info in zf.infolist()}
+        # zipfile has built the central directory already (bounded by the file's size); its
+        # entries (~0.5 KiB each) count against the budget like everything else.
+        budget.charge(512 * len(zf.infolist()), "the zip directory")
+        infos = {}
+        for info in zf.infolist():
+            if info.filename in infos:
+                raise _Bad(f"the zip archive has two entries named {_brief(info.filename)}")
+            infos[info.filename] = info
         if not infos:
             raise CheckpointFormatError(f"{path}: empty zip archive; expected {EXPECTED}")
         first = next(iter(infos)).split("/", 1)[0]
@@ -1242,8 +1702,13 @@ def _load_zip(fileobj, path, allow_unknown):
                 f"expected {EXPECTED}. Save model.state_dict() with torch.save instead."
             )
         big_endian = False
-        if f"{prefix}/byteorder" in infos:
-            order = zf.read(f"{prefix}/byteorder").strip()
+        order_info = infos.get(f"{prefix}/byteorder")
+        if order_info is not None:
+            if order_info.file_size > 16:
+                raise _Bad(
+                    f"{prefix}/byteorder holds {order_info.file_size} bytes, not a byte order"
+                )
+            order = _read_zip_record(zf, order_info, budget, "byteorder").tobytes().strip()
             if order not in (b"little", b"big"):
                 raise _Bad(f"unknown byteorder {order[:20]!r}")
             big_endian = order == b"big"
@@ -1251,28 +1716,41 @@ def _load_zip(fileobj, path, allow_unknown):
 
         def persistent_load(pid):
             elem, key, numel, itemsize, _view = _storage_pid(pid, path)
-            if key not in raw_cache:
+            raw = raw_cache.get(key)
+            if raw is None:
                 info = infos.get(f"{prefix}/data/{key}")
                 if info is None:
                     raise _Bad(f"storage {key!r} is referenced but {prefix}/data/{key} is missing")
-                raw_cache[key] = _read_zip_record(zf, info)
-            raw = raw_cache[key]
-            if raw.nbytes != numel * itemsize:
+                nbytes = info.file_size
+            else:
+                nbytes = raw.nbytes
+            # compared before a byte is read: a storage is exactly what the pickle declares
+            if nbytes != numel * itemsize:
                 raise _Bad(
-                    f"storage {key!r} has {raw.nbytes} bytes, but the pickle declares {numel} "
+                    f"storage {key!r} has {nbytes} bytes, but the pickle declares {numel} "
                     f"elements of {itemsize} bytes"
                 )
+            if raw is None:
+                raw = raw_cache[key] = _read_zip_record(zf, info, budget, f"storage {key!r}")
             return _Storage(raw, elem, big_endian, key)
 
-        data = zf.read(f"{prefix}/data.pkl")
+        pickle_info = infos[f"{prefix}/data.pkl"]
+        # twice its size while the bytes object is made from the array
+        budget.charge(pickle_info.file_size, "data.pkl")
+        raw_pickle = _read_zip_record(zf, pickle_info, budget, "data.pkl")
+        data = raw_pickle.tobytes()
+        del raw_pickle
+        budget.release(pickle_info.file_size)
         reader = _Reader(io.BytesIO(data), len(data), path)
-        return _Unpickler(reader, path, persistent_load, allow_unknown).load()
+        obj = _Unpickler(reader, path, budget, persistent_load, allow_unknown, unknown).load()
+        budget.release(len(data))  # freed on return
+        return obj
 
 
-def _load_legacy(fileobj, size, path, allow_unknown):
+def _load_legacy(fileobj, size, path, budget, allow_unknown, unknown):
     reader = _Reader(fileobj, size, path)
     try:
-        magic = _Unpickler(reader, path).load()
+        magic = _Unpickler(reader, path, budget).load()
     except (_Bad, _Truncated) as exc:
         raise CheckpointFormatError(
             f"{path}: not a PyTorch checkpoint ({_sniff_text(fileobj)}: {_message(exc)}); "
@@ -1283,15 +1761,16 @@ def _load_legacy(fileobj, size, path, allow_unknown):
             f"{path}: a pickle file, but not one written by torch.save (no torch magic number); "
             f"expected {EXPECTED}"
         )
-    protocol = _Unpickler(reader, path).load()
+    protocol = _Unpickler(reader, path, budget).load()
     if protocol != _LEGACY_PROTOCOL:
-        raise _Bad(f"unsupported legacy protocol version {protocol!r:.50}")
-    sys_info = _Unpickler(reader, path).load()
+        raise _Bad(f"unsupported legacy protocol version {_brief(protocol, 50)}")
+    sys_info = _Unpickler(reader, path, budget).load()
     if not isinstance(sys_info, dict):
         raise _Bad("legacy sys_info is not a dict")
 
     # Pass 1: find which storages the main pickle uses and their element sizes; the storage
     # data only follows the pickle. Pass 2 (below) re-reads the pickle with the real data.
+    # Pass 1's objects are dropped before pass 2: it gets a budget of its own.
     main_start = reader.pos
     itemsizes = {}
 
@@ -1301,20 +1780,22 @@ def _load_legacy(fileobj, size, path, allow_unknown):
             raise _Bad(f"storage {key!r} is used with different element sizes")
         return _Storage(None, elem, False, key)
 
-    _Unpickler(reader, path, record, allow_unknown).load()
-    keys = _Unpickler(reader, path).load()
+    first_pass = _Budget(budget.limit - budget.used)
+    _Unpickler(reader, path, first_pass, record, allow_unknown, set()).load()
+    keys = _Unpickler(reader, path, budget).load()
     if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
         raise _Bad("legacy storage key list is not a list of strings")
     raws = {}
     for key in keys:
         if key not in itemsizes:
-            raise _Bad(f"storage {key!r} is listed but never used; cannot size it")
+            raise _Bad(f"storage {_brief(key)} is listed but never used; cannot size it")
         numel = int.from_bytes(reader.read(8), "little", signed=True)
         if numel < 0:
             raise _Bad(f"negative size for storage {key!r}")
         nbytes = numel * itemsizes[key]
         if nbytes > size - reader.pos:
             raise _Truncated(reader.pos, nbytes)
+        budget.charge(nbytes, f"storage {key!r}")
         raw = np.empty(nbytes, dtype=np.uint8)
         reader.readinto(raw)
         raws[key] = raw
@@ -1333,16 +1814,18 @@ def _load_legacy(fileobj, size, path, allow_unknown):
             return _Storage(raw, elem, False, key)
         # pre-1.0 torch: a storage that is a window into another one
         view_key, offset, view_numel = _args(view, "storage view metadata", 3)
+        if not isinstance(view_key, str):
+            raise _Bad(f"storage view key must be a string, got {type(view_key).__name__}")
         offset, view_numel = _int(offset, "view offset"), _int(view_numel, "view size")
         if offset + view_numel > numel:
-            raise _Bad(f"storage view {view_key!r} exceeds storage {key!r}")
+            raise _Bad(f"storage view {_brief(view_key)} exceeds storage {key!r}")
         if view_key not in views:
             part = raw[offset * itemsize : (offset + view_numel) * itemsize]
-            views[view_key] = _Storage(part, elem, False, str(view_key))
+            views[view_key] = _Storage(part, elem, False, view_key[:64])
         return views[view_key]
 
     reader.seek(main_start)
-    return _Unpickler(reader, path, persistent_load, allow_unknown).load()
+    return _Unpickler(reader, path, budget, persistent_load, allow_unknown, unknown).load()
 
 
 _SIGNATURES = [
@@ -1389,14 +1872,18 @@ def _message(exc):
     return str(exc)
 
 
-def load_checkpoint(path, *, allow_unknown_globals=False):
+def load_checkpoint(path, *, allow_unknown_globals=False, memory_budget=None):
     """Load a ``torch.save`` file safely, with every tensor as a ``numpy.ndarray``.
 
     Args:
         path: path of a ``.pth``/``.pt`` file written by ``torch.save`` (zip or legacy format).
-        allow_unknown_globals: if True, globals outside the allow list become inert
-            :class:`OpaqueObject` placeholders instead of raising. Nothing is ever imported or
-            called either way; use it only to read the weights of files with exotic metadata.
+        allow_unknown_globals: if True, globals outside the allow list (anywhere in the file,
+            ``meta`` included) become inert :class:`OpaqueObject` placeholders instead of
+            raising, and a warning names them. Nothing is ever imported or called either way;
+            use it only to read the weights of trusted files with exotic metadata.
+        memory_budget: the most bytes the reader may allocate (checked before allocating),
+            ``None`` for :func:`default_memory_budget` of the file's size. Raise it only for a
+            trusted file that needs more (e.g. one whose tensors are expanded views).
 
     Returns:
         The unpickled top-level object (usually a dict or ``OrderedDict``) with tensors
@@ -1405,16 +1892,24 @@ def load_checkpoint(path, *, allow_unknown_globals=False):
 
     Raises:
         FileNotFoundError / IsADirectoryError: ``path`` is missing or a directory.
-        CheckpointFormatError: the file is empty, truncated, corrupt or not a checkpoint.
+        CheckpointFormatError: the file is empty, truncated, corrupt, not a checkpoint, nested
+            too deeply, or needs more than the memory budget.
         UnsafeCheckpointError: the pickle references a global outside the allow list.
+        (Both are :class:`CheckpointError`, a ``ValueError``, and name the file.)
     """
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no such file; expected {EXPECTED}")
     if os.path.isdir(path):
         raise IsADirectoryError(f"{path}: is a directory; expected {EXPECTED}")
+    if memory_budget is not None and (type(memory_budget) is not int or memory_budget < 0):
+        raise ValueError(
+            f"memory_budget must be a number of bytes (int >= 0), got {memory_budget!r}"
+        )
+    unknown = set()
     with open(path, "rb") as fileobj:
         size = os.fstat(fileobj.fileno()).st_size
+        budget = _Budget(default_memory_budget(size) if memory_budget is None else memory_budget)
         head = fileobj.read(512)
         fileobj.seek(0)
         if not head:
@@ -1422,14 +1917,22 @@ def load_checkpoint(path, *, allow_unknown_globals=False):
         kind = _sniff(head)
         try:
             if kind == "zip":
-                obj = _load_zip(fileobj, path, allow_unknown_globals)
+                obj = _load_zip(fileobj, path, budget, allow_unknown_globals, unknown)
             elif kind == "pickle":
-                obj = _load_legacy(fileobj, size, path, allow_unknown_globals)
+                obj = _load_legacy(fileobj, size, path, budget, allow_unknown_globals, unknown)
             else:
                 raise CheckpointFormatError(
                     f"{path}: not a PyTorch checkpoint ({kind}); expected {EXPECTED}"
                 )
-            return _finalize(obj)
+            obj = _finalize(obj, budget)
+        except _OverBudget as exc:
+            raise CheckpointFormatError(
+                f"{path}: refusing to load: {exc.what} would take {_size(exc.amount)} more, "
+                f"beyond the reader's memory budget of {_size(budget.limit)} for this "
+                f"{_size(size)} file ({_size(budget.used - exc.amount)} already used); a "
+                "checkpoint's tensors and metadata fit in a few times its size. If you trust "
+                "the file, pass a larger memory_budget to load_checkpoint."
+            ) from None
         except _Truncated as exc:
             raise CheckpointFormatError(
                 f"{path}: truncated file (needed {exc.wanted} more bytes at byte {exc.pos}, "
@@ -1439,12 +1942,22 @@ def load_checkpoint(path, *, allow_unknown_globals=False):
             raise CheckpointFormatError(f"{path}: invalid checkpoint: {exc}") from None
         except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
             raise CheckpointFormatError(
-                f"{path}: truncated or corrupt zip archive ({exc}); expected {EXPECTED}"
+                f"{path}: truncated or corrupt zip archive ({_exc_text(exc)}); expected {EXPECTED}"
             ) from None
-        except RecursionError:
+        except RecursionError:  # a safety net: nothing above recurses on the file's nesting
             raise CheckpointFormatError(
                 f"{path}: invalid checkpoint: objects nested too deeply"
             ) from None
+    if unknown:
+        names = sorted(unknown)
+        logger.warning(
+            "%s: replaced %d global(s) outside the allow list by inert placeholders "
+            "(allow_unknown_globals=True; nothing was imported or called): %s",
+            path,
+            len(names),
+            ", ".join(names[:10]) + (", ..." if len(names) > 10 else ""),
+        )
+    return obj
 
 
 _STATE_DICT_KEYS = ("state_dict", "model", "module", "model_state", "model_state_dict")
@@ -1466,7 +1979,8 @@ def state_dict_from_checkpoint(obj):
     ``module``, ``model_state``, ``model_state_dict`` that holds a mapping; otherwise ``obj``
     itself is used if it is a mapping of arrays (a bare ``module.state_dict()``). Other top-level
     entries (``meta``, ``optimizer``, ``amp``, ...) are ignored. Key names are kept as they are
-    (no prefix is stripped). Returns a new ``dict`` in the checkpoint's order.
+    (no prefix is stripped). Returns a new ``dict`` in the checkpoint's order. Error messages
+    show keys cut short, without recursing into them (a key may be a deeply nested tuple).
 
     Raises:
         CheckpointFormatError: no state dict is found, or an entry is not an array.
@@ -1478,10 +1992,16 @@ def state_dict_from_checkpoint(obj):
                 return _checked_state_dict(candidate, f"checkpoint[{key!r}]")
         if _is_array_mapping(obj):
             return dict(obj)
-        keys = ", ".join(repr(k) for k in list(obj)[:10])
+        keys = []
+        for i, key in enumerate(obj):
+            if i == 10:
+                keys.append("...")
+                break
+            keys.append(_brief(key, 60))
         raise CheckpointFormatError(
             "no state dict in the checkpoint: expected one of the keys "
-            f"{', '.join(_STATE_DICT_KEYS)} or a mapping of arrays; top-level keys: {keys}"
+            f"{', '.join(_STATE_DICT_KEYS)} or a mapping of arrays; top-level keys: "
+            f"{', '.join(keys)}"
         )
     raise CheckpointFormatError(
         f"no state dict in the checkpoint: expected a mapping, got {type(obj).__name__}"
@@ -1491,9 +2011,9 @@ def state_dict_from_checkpoint(obj):
 def _checked_state_dict(mapping, where):
     for name, value in mapping.items():
         if not isinstance(name, str):
-            raise CheckpointFormatError(f"{where} has a non-string key {name!r:.80}")
+            raise CheckpointFormatError(f"{where} has a non-string key {_brief(name)}")
         if not isinstance(value, np.ndarray):
             raise CheckpointFormatError(
-                f"{where}[{name!r}] is a {type(value).__name__}, not an array"
+                f"{where}[{_brief(name)}] is a {type(value).__name__}, not an array"
             )
     return dict(mapping)

@@ -139,6 +139,12 @@ def _blk(match):
 # Key mapping
 
 
+def _shown(key, limit=120):
+    """A key for an error message, cut short: a hostile checkpoint's names can be huge."""
+    text = key if isinstance(key, str) else f"<{type(key).__name__} key>"
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def _strip_data_parallel(state_dict):
     """`module.` prefixes of `torch.nn.DataParallel` checkpoints are not part of any layout."""
     if state_dict and all(k.startswith("module.") for k in state_dict):
@@ -159,7 +165,7 @@ def detect_layout(state_dict):
         return "backbone"
     raise ValueError(
         "Unrecognised state dict: expected Video Swin keys (`backbone.patch_embed.*`, "
-        f"`features.*` or `patch_embed.*`); first keys are {keys[:5]}."
+        f"`features.*` or `patch_embed.*`); first keys are {[_shown(k) for k in keys[:5]]}."
     )
 
 
@@ -175,10 +181,30 @@ def _rename_key(key, compiled):
     return key
 
 
+def _renamed_entries(state_dict, compiled):
+    """`{new key: (original key, value)}`; two keys that map to one name are an error.
+
+    E.g. `backbone.norm.weight` and `norm.weight` (official layout), or `backbone.norm3.*` and
+    `backbone.norm.*` (mmaction2): keeping either silently would load a weight the user did
+    not choose.
+    """
+    entries = {}
+    for key, value in state_dict.items():
+        new = _rename_key(key, compiled)
+        if new is None:
+            continue
+        if new in entries:
+            raise ValueError(
+                f"Ambiguous state dict: `{_shown(entries[new][0])}` and `{_shown(key)}` both "
+                f"map to `{_shown(new)}`; remove one of them."
+            )
+        entries[new] = (key, value)
+    return entries
+
+
 def _rename(state_dict, rules):
-    compiled = _compile(rules)
-    renamed = ((_rename_key(k, compiled), v) for k, v in state_dict.items())
-    return {k: v for k, v in renamed if k is not None}
+    entries = _renamed_entries(state_dict, _compile(rules))
+    return {key: value for key, (_, value) in entries.items()}
 
 
 def _check_layout(layout, table):
@@ -780,7 +806,7 @@ def load_state_dict(
     model_window = arch["window_size"]
     rules = _compile(LAYOUTS[layout])
     # canonical key -> (checkpoint key, value); reports name the checkpoint's own keys.
-    entries = {_rename_key(k, rules): (k, v) for k, v in _strip_data_parallel(state_dict).items()}
+    entries = _renamed_entries(_strip_data_parallel(state_dict), rules)
     canonical = {key: value for key, (_, value) in entries.items()}
     assigned, head_mismatch, table_mismatch = set(), False, False
     for key, (name, value) in entries.items():
@@ -894,24 +920,17 @@ def load_2d_state_dict(model, state_dict_2d, method="inflate"):
 # Checkpoint -> model
 
 
-def read_state_dict(path):
+def read_state_dict(path, allow_unknown_globals=False):
     """`{key: numpy array}` of a PyTorch checkpoint file, read without unpickling code.
 
-    Uses `keras_vswin.checkpoint_reader`, which builds only tensors and plain containers. When
-    the file's metadata (e.g. `meta`, `optimizer`, training-framework objects) references other
-    classes, it is read again with those objects as inert placeholders (still nothing is
-    imported or called) and a warning names the class; the weights themselves must be arrays.
+    Uses `keras_vswin.checkpoint_reader`, which builds only tensors and plain containers within
+    a memory budget bounded by the file's size. A file that references any other class,
+    anywhere (the weights, `meta`, `optimizer`, ...), is refused with
+    `checkpoint_reader.UnsafeCheckpointError` naming it, unless `allow_unknown_globals=True`:
+    then those objects become inert placeholders (still nothing is imported or called) and a
+    warning names them; the weights themselves must be arrays.
     """
-    try:
-        checkpoint = reader.load_checkpoint(path)
-    except reader.UnsafeCheckpointError as e:
-        logger.warning(
-            "%s references %s outside the weights; reading it as inert data (nothing is "
-            "imported or executed).",
-            path,
-            e.global_name or "an unknown class",
-        )
-        checkpoint = reader.load_checkpoint(path, allow_unknown_globals=True)
+    checkpoint = reader.load_checkpoint(path, allow_unknown_globals=allow_unknown_globals)
     return reader.state_dict_from_checkpoint(checkpoint)
 
 

@@ -5,6 +5,7 @@ broken files are crafted by hand. The reader itself never imports torch.
 """
 
 import collections
+import collections.abc
 import io
 import os
 import pickle
@@ -15,6 +16,7 @@ import warnings
 import zipfile
 from pathlib import Path
 
+import _hostile_checkpoints as hostile
 import numpy as np
 import pytest
 
@@ -455,7 +457,8 @@ def test_missing_file_and_directory(tmp_path):
 
 def _safe_loads(data):
     reader = cr._Reader(io.BytesIO(data), len(data), "<memory>")
-    return cr._finalize(cr._Unpickler(reader, "<memory>").load())
+    budget = cr._Budget(cr.default_memory_budget(len(data)))
+    return cr._finalize(cr._Unpickler(reader, "<memory>", budget).load(), budget)
 
 
 @pytest.mark.parametrize("protocol", range(6))
@@ -517,3 +520,230 @@ def test_reader_imports_only_stdlib_and_numpy():
         "assert not heavy, heavy\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Hostile files: bounded memory, bounded recursion (issue 13)
+# --------------------------------------------------------------------------------------------
+
+# Each bomb is loaded in a child process whose address space may grow by CHILD_CAP only: a
+# regression fails (MemoryError, a crash, a timeout) instead of eating the machine.
+CHILD_CAP = 512 << 20
+BOMBS = {
+    "deep_tuple_key": (lambda p: hostile.deep_tuple_key(p, 200_000), "nested too deeply"),
+    "deep_tuple_key_50k": (lambda p: hostile.deep_tuple_key(p, 50_000), "nested too deeply"),
+    "zero_stride": (hostile.zero_stride, "(32768, 32768) (stride (0, 0), torch.float32)"),
+    "zero_stride_10^6": (lambda p: hostile.zero_stride(p, (10**6, 10**6)), "3.6 TiB more"),
+    "overlapping_stride": (hostile.overlapping_stride, "stride (1, 1)"),
+    "pickle_deflate_bomb": (hostile.pickle_deflate_bomb, "data.pkl would take 64.0 MiB"),
+    "storage_size_mismatch": (
+        lambda p: hostile.storage_deflate_bomb(p, megabytes=256),
+        "has 268435456 bytes, but the pickle declares 4 elements",
+    ),
+    "storage_deflate_bomb": (
+        lambda p: hostile.storage_deflate_bomb(p, megabytes=256, declared_numel=None),
+        "storage '0' would take 256.0 MiB",
+    ),
+    "shared_tuple_key": (hostile.shared_tuple_key, "steps to hash"),
+    "shared_list_meta": (hostile.shared_list_meta, "share parts so heavily"),
+    "reused_string": (hostile.reused_string, "_codecs.encode would take"),
+}
+
+
+@pytest.mark.parametrize("name", list(BOMBS))
+def test_bomb_is_refused_within_the_budget(tmp_path, name):
+    build, fragment = BOMBS[name]
+    path = build(tmp_path / f"{name}.pth")
+    result = hostile.load_in_child(cr.__file__, path, CHILD_CAP, timeout=60)
+    assert result["outcome"] == "refused", result
+    assert result["type"] == "CheckpointFormatError"
+    assert str(path) in result["message"] and fragment in result["message"], result["message"]
+    budget = cr.default_memory_budget(path.stat().st_size)
+    assert result["peak_mib"] < budget / 2**20 + 16, result
+
+
+@pytest.mark.parametrize("name", ["deep_tuple_key", "zero_stride", "shared_tuple_key"])
+def test_bomb_in_legacy_format_is_refused(tmp_path, name):
+    build, fragment = BOMBS[name]
+    with zipfile.ZipFile(build(tmp_path / "zip.pth")) as zf:
+        pkl = zf.read("archive/data.pkl")
+        storages = [("0", zf.read("archive/data/0"), 4)] if "zero" in name else []
+    path = tmp_path / f"{name}_legacy.pth"
+    path.write_bytes(hostile.legacy_form(pkl, storages))
+    result = hostile.load_in_child(cr.__file__, path, CHILD_CAP, timeout=60)
+    assert result["outcome"] == "refused" and fragment in result["message"], result
+    assert str(path) in result["message"]
+
+
+def test_real_checkpoint_loads_within_the_budget_in_a_limited_process(tmp_path):
+    """Control for the bomb tests: a genuine 24 MiB file loads under the same limits, with a
+    peak of about its size."""
+    torch = pytest.importorskip("torch")
+    state = {f"w{i}": torch.randn(1024, 1024) for i in range(6)}
+    state["t"] = torch.randn(512, 1024).t()  # a non-contiguous view: copied
+    path = _save({"state_dict": state, "meta": {"epoch": 1}}, tmp_path / "real.pth", False)
+    result = hostile.load_in_child(cr.__file__, path, CHILD_CAP, timeout=60)
+    assert result["outcome"] == "loaded", result
+    size_mib = path.stat().st_size / 2**20
+    assert result["peak_mib"] < 1.5 * size_mib + 16, result
+
+
+def test_metadata_heavy_pickle_loads_within_the_budget(tmp_path):
+    """The budget is charged close to real memory: a file that is all metadata (Python objects
+    take ~6-9x its bytes) loads; one needing more is refused, naming memory_budget."""
+    meta = {
+        "history": [i * 0.5 for i in range(400_000)],
+        "names": {f"class_{i}": i for i in range(100_000)},
+    }
+    path = tmp_path / "meta.pth"
+    path.write_bytes(hostile.zip_form(pickle.dumps({"meta": meta}, protocol=2)))
+    assert load_checkpoint(path)["meta"] == meta
+    rows = [[i, (i, str(i))] for i in range(200_000)]  # ~15x its bytes once unpickled
+    path.write_bytes(hostile.zip_form(pickle.dumps({"rows": rows}, protocol=2)))
+    _assert_format_error(path, "memory budget", "memory_budget")
+    assert load_checkpoint(path, memory_budget=256 << 20)["rows"] == rows
+
+
+def test_expanded_views_load_within_the_budget(tmp_path):
+    torch = pytest.importorskip("torch")
+    state = {"row": torch.arange(3.0).expand(4, 3), "big": torch.ones(1).expand(1024, 1024)}
+    path = _save(state, tmp_path / "expanded.pth", legacy=False)
+    loaded = load_checkpoint(path)  # 4 MiB materialised from a ~1 KiB file: within budget
+    for name, tensor in state.items():
+        _assert_same(loaded[name], tensor, name)
+    with pytest.raises(CheckpointFormatError, match="memory budget of 1.0 MiB") as info:
+        load_checkpoint(path, memory_budget=1 << 20)
+    assert str(path) in str(info.value) and "(1024, 1024) (stride (0, 0)" in str(info.value)
+    with pytest.raises(ValueError, match="memory_budget"):
+        load_checkpoint(path, memory_budget=-1)
+
+
+def test_storage_size_is_checked_before_reading(tmp_path):
+    # A storage entry larger than the pickle declares is refused before a byte of it is read:
+    # its zip record here is corrupt beyond its header, and that is never noticed.
+    data = hostile.state_dict_pkl({"w": hostile.tensor((4,), (1,), numel=4)})
+    path = tmp_path / "size.pth"
+    path.write_bytes(hostile.zip_form(data, {"0": bytes(32)}))
+    raw = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo("archive/data/0")
+    raw[info.header_offset : info.header_offset + 4] = b"XXXX"  # its local header signature
+    path.write_bytes(bytes(raw))
+    _assert_format_error(path, "has 32 bytes, but the pickle declares 4 elements of 4 bytes")
+
+
+def test_unusable_zip_entries_are_refused(tmp_path):
+    data = hostile.state_dict_pkl({"w": hostile.tensor((4,), (1,), numel=4)})
+    storage = struct.pack("<4f", 1, 2, 3, 4)
+
+    def archive(name, **entry):
+        path = tmp_path / f"{name}.pth"
+        with zipfile.ZipFile(path, "w") as zf:
+            zf.writestr("archive/data.pkl", data)
+            info = zipfile.ZipInfo("archive/data/0")
+            info.compress_type = entry.get("method", zipfile.ZIP_STORED)
+            zf.writestr(info, storage)
+            if "flag" in entry:
+                info.flag_bits |= entry["flag"]
+            for extra_name, extra in entry.get("extra", []):
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # "Duplicate name"
+                    zf.writestr(extra_name, extra)
+        return path
+
+    np.testing.assert_array_equal(load_checkpoint(archive("ok"))["w"], [1, 2, 3, 4])
+    deflated = archive("deflated", method=zipfile.ZIP_DEFLATED)
+    np.testing.assert_array_equal(load_checkpoint(deflated)["w"], [1, 2, 3, 4])
+    # bz2 and lzma output is not bounded by zipfile while decompressing: refused unread
+    _assert_format_error(archive("bz2", method=zipfile.ZIP_BZIP2), "compression method 12")
+    _assert_format_error(archive("lzma", method=zipfile.ZIP_LZMA), "compression method 14")
+    _assert_format_error(archive("encrypted", flag=0x1), "is encrypted")
+    twice = archive("twice", extra=[("archive/data/0", b"\x00" * 16)])
+    _assert_format_error(twice, "two entries named 'archive/data/0'")
+    order = archive("order", extra=[("archive/byteorder", b"little" * 1000)])
+    _assert_format_error(order, "byteorder holds 6000 bytes")
+
+
+def test_keys_must_be_plain_values(tmp_path):
+    cases = {
+        "list": b"\x80\x02}]K\x00s.",
+        "storage": b"\x80\x02}" + hostile.storage_pid(numel=1) + b"K\x00s.",
+        "tuple_with_list": b"\x80\x02}(]t" + b"K\x00s.",
+        "set_of_dicts": b"\x80\x02\x8f(}\x90.",
+    }
+    for name, data in cases.items():
+        path = tmp_path / f"{name}.pth"
+        path.write_bytes(hostile.zip_form(data, {"0": bytes(4)}))
+        message = _assert_format_error(path, "invalid checkpoint")
+        assert "key" in message or "element" in message, message
+    # plain keys, including tuples of them, still load
+    ok = {("a", 1): frozenset({(1, 2), 3.5}), None: {b"x": 1}}
+    path = tmp_path / "ok.pth"
+    path.write_bytes(hostile.zip_form(pickle.dumps(ok, protocol=2)))
+    assert load_checkpoint(path) == ok
+
+
+def test_deep_and_shared_values_are_refused(tmp_path):
+    deep = b"\x80\x02" + b"]" * 150 + b"a" * 149 + b"."
+    path = tmp_path / "deep.pth"
+    path.write_bytes(hostile.zip_form(deep))
+    _assert_format_error(path, "nested too deeply (more than 100 levels)")
+    shallow = b"\x80\x02" + b"]" * 90 + b"a" * 89 + b"."
+    path.write_bytes(hostile.zip_form(shallow))
+    value = load_checkpoint(path)
+    for _ in range(89):
+        (value,) = value
+    assert value == []
+    # shared, not deep: 2**30 nodes for repr or json, in a 300-byte file
+    assert "share parts" in _assert_format_error(hostile.shared_list_meta(path, 30))
+    loaded = load_checkpoint(hostile.shared_list_meta(path, 8))  # 2**8: fine
+    assert len(repr(loaded["meta"])) > 2**8
+
+
+class _PairMapping(collections.abc.Mapping):
+    """A mapping that never hashes its keys (so it can hold a deeply nested one)."""
+
+    def __init__(self, pairs):
+        self.pairs = pairs
+
+    def __getitem__(self, key):
+        for k, v in self.pairs:
+            if k is key:
+                return v
+        raise KeyError("not here")
+
+    def __iter__(self):
+        return (k for k, _ in self.pairs)
+
+    def __len__(self):
+        return len(self.pairs)
+
+
+def test_state_dict_helper_reports_deep_keys_without_recursion():
+    deep = []
+    for _ in range(200_000):
+        deep = [deep]
+    with pytest.raises(CheckpointFormatError, match=r"top-level keys: \[\[\[\[") as info:
+        state_dict_from_checkpoint(_PairMapping([(deep, np.zeros(1))]))
+    assert len(str(info.value)) < 400
+    nested = {"state_dict": _PairMapping([(deep, np.zeros(1))])}
+    with pytest.raises(CheckpointFormatError, match=r"non-string key \[\[\[\[") as info:
+        state_dict_from_checkpoint(nested)
+    assert len(str(info.value)) < 300
+
+
+def test_unknown_global_in_meta_is_refused_or_a_logged_placeholder(tmp_path, caplog):
+    marker = tmp_path / "pwned"
+    path = hostile.meta_global(tmp_path / "meta.pth", marker)
+    with pytest.raises(UnsafeCheckpointError, match="'os.system'") as info:
+        load_checkpoint(path)
+    assert str(path) in str(info.value) and info.value.global_name == "os.system"
+    assert isinstance(info.value, cr.CheckpointError)
+    with caplog.at_level("WARNING", logger="keras_vswin"):
+        loaded = load_checkpoint(path, allow_unknown_globals=True)
+    assert "os.system" in caplog.text and str(path) in caplog.text
+    hook = loaded["meta"]["hook"]
+    assert isinstance(hook, OpaqueObject) and hook.name == "os.system"
+    assert hook.args == (f"touch '{marker}'",)
+    np.testing.assert_array_equal(state_dict_from_checkpoint(loaded)["w"], [1, 2, 3, 4])
+    assert not marker.exists()

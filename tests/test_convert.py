@@ -480,8 +480,10 @@ class _Payload:
         return (os.system, (f"touch {self.marker}",))
 
 
-def test_metadata_objects_are_read_as_inert_data(tmp_path, reference, caplog):
+def test_metadata_objects_are_refused_unless_allowed(tmp_path, reference, caplog):
     import argparse
+
+    from keras_vswin.checkpoint_reader import UnsafeCheckpointError
 
     model, state, clip = reference
     tensors = {k: torch.from_numpy(v) for k, v in layout_state(state, "official").items()}
@@ -489,8 +491,45 @@ def test_metadata_objects_are_read_as_inert_data(tmp_path, reference, caplog):
     meta = {"args": argparse.Namespace(lr=0.1), "hook": _Payload(marker)}
     path = tmp_path / "with_meta.pth"
     torch.save({"state_dict": tensors, "meta": meta}, path)
+    # Valid weights do not make a malicious global next to them acceptable.
+    with pytest.raises(UnsafeCheckpointError, match="argparse.Namespace") as info:
+        weights.convert_checkpoint(str(path), classifier_activation=None)
+    assert str(path) in str(info.value) and not marker.exists()
+    with pytest.raises(UnsafeCheckpointError, match="argparse.Namespace"):
+        conv.read_state_dict(str(path))
+    # Explicitly allowed: a warning names both globals; they are inert placeholders.
     with caplog.at_level(logging.WARNING, logger="keras_vswin"):
-        converted, report, _ = weights.convert_checkpoint(str(path), classifier_activation=None)
-    assert "inert data" in caplog.text and not marker.exists()
+        state_dict = conv.read_state_dict(str(path), allow_unknown_globals=True)
+    assert "argparse.Namespace" in caplog.text and "system" in caplog.text
+    assert str(path) in caplog.text and not marker.exists()
+    converted, report, _ = weights.convert_state_dict(state_dict, classifier_activation=None)
     assert report.ok
     np.testing.assert_allclose(converted(clip), torch_logits(model, clip), atol=TOLERANCE)
+
+
+@pytest.mark.parametrize(
+    "layout, extra, other",
+    [
+        ("official", "norm.weight", "backbone.norm.weight"),
+        ("mmaction2", "backbone.norm.bias", "backbone.norm3.bias"),
+        ("torchvision", "layers.0.blocks.0.norm1.weight", "features.0.0.norm1.weight"),
+    ],
+)
+def test_ambiguous_state_dict_names_both_keys(tmp_path, reference, layout, extra, other):
+    model, state, _ = reference
+    ambiguous = layout_state(state, layout)
+    assert other in ambiguous and extra not in ambiguous
+    ambiguous[extra] = np.zeros_like(ambiguous[other])  # the same weight under two names
+    for call in (
+        lambda: conv.to_canonical(ambiguous, layout),
+        lambda: conv.infer_architecture(ambiguous, layout),
+        lambda: weights.convert_state_dict(ambiguous, layout=layout),
+        lambda: weights.convert_checkpoint(save_checkpoint(tmp_path / "amb.pth", ambiguous)),
+    ):
+        with pytest.raises(ValueError, match="Ambiguous state dict") as info:
+            call()
+        assert f"`{extra}`" in str(info.value) and f"`{other}`" in str(info.value)
+    keras_model = weights.convert_state_dict(layout_state(state, layout), layout=layout)[0]
+    with pytest.raises(ValueError, match="Ambiguous state dict") as info:
+        conv.load_state_dict(keras_model, ambiguous, layout=layout)
+    assert f"`{extra}`" in str(info.value) and f"`{other}`" in str(info.value)
