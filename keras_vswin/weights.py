@@ -775,6 +775,10 @@ def convert_state_dict(
     return model, report, arch
 
 
-def convert_checkpoint(path, **kwargs):
-    """`convert_state_dict(convert.read_state_dict(path), **kwargs)`."""
-    return convert_state_dict(convert.read_state_dict(path), **kwargs)
+def convert_checkpoint(path, allow_unknown_globals=False, memory_budget=None, **kwargs):
+    """`convert_state_dict(convert.read_state_dict(path, ...), **kwargs)`: the file is read
+    strictly (any class outside the weights is refused) unless `allow_unknown_globals`."""
+    state_dict = convert.read_state_dict(
+        path, allow_unknown_globals=allow_unknown_globals, memory_budget=memory_budget
+    )
+    return convert_state_dict(state_dict, **kwargs)

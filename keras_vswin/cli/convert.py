@@ -99,6 +99,13 @@ def build_parser():
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing DST")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress output")
+    parser.add_argument(
+        "--allow-unknown-globals",
+        action="store_true",
+        help="read a checkpoint whose metadata references classes outside the weights (e.g. "
+        "a training config object) as inert placeholders, with a warning naming them; by "
+        "default such a file is refused (nothing is ever imported or executed either way)",
+    )
     return parser
 
 
@@ -180,7 +187,7 @@ def convert(args):
         source = weights.checkpoint_path(source, variant, progress=not args.quiet)
 
     with progress.step(f"reading {source} ({os.path.getsize(source) / 2**20:.1f} MiB)"):
-        state_dict = conv.read_state_dict(source)
+        state_dict = conv.read_state_dict(source, allow_unknown_globals=args.allow_unknown_globals)
         progress.say(f"      {len(state_dict)} tensors")
 
     with progress.step("mapping keys and building the Keras model"):

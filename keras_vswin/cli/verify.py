@@ -59,6 +59,13 @@ def build_parser():
     parser.add_argument(
         "--tolerance", type=float, default=1e-4, help="largest accepted |difference| (1e-4)"
     )
+    parser.add_argument(
+        "--allow-unknown-globals",
+        action="store_true",
+        help="read a checkpoint whose metadata references classes outside the weights (e.g. "
+        "a training config object) as inert placeholders, with a warning naming them; by "
+        "default such a file is refused (nothing is ever imported or executed either way)",
+    )
     return parser
 
 
@@ -149,6 +156,7 @@ def verify(
     seed=0,
     variant=None,
     out=print,
+    allow_unknown_globals=False,
 ):
     """Compare Keras and torchvision outputs for checkpoint `source`; returns a dict of figures.
 
@@ -167,7 +175,7 @@ def verify(
             raise ValueError(f"{source} exists for {variants}: choose one with --variant.")
         source = weights.checkpoint_path(source, variant)
     started = time.perf_counter()
-    state_dict = convert.read_state_dict(source)
+    state_dict = convert.read_state_dict(source, allow_unknown_globals=allow_unknown_globals)
     arch = convert.infer_architecture(state_dict, layout)
     layout = arch["layout"]
     with_head = arch["classes"] is not None
@@ -215,6 +223,7 @@ def main(argv=None):
             batch=args.batch,
             seed=args.seed,
             variant=args.variant,
+            allow_unknown_globals=args.allow_unknown_globals,
         )
     except (ValueError, OSError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
