@@ -157,8 +157,8 @@ def registry(monkeypatch, tmp_path, server):
         labels=None,
         classes=CLASSES,
         window_size=WINDOW,
-        views="1x1",
-        preprocessing=presets.KINETICS_PREPROCESSING,
+        protocol=presets.KINETICS,
+        preprocessing=presets.NORMALISATION,
         variants={"X": dict(url=presets.OFFICIAL + FILENAME, pretrain="-", top1=1, top5=2)},
     )
     monkeypatch.setitem(presets.PRESETS, "test_weights", entry)
