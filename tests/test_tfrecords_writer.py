@@ -345,3 +345,21 @@ def test_inspect_reports_corrupt_shards(csv_job, tmp_path, capsys):
     assert inspect_cli.main([str(tmp_path)]) == inspect_cli.EXIT_CORRUPT
     assert "truncated record" in capsys.readouterr().out
     assert inspect_cli.main([str(tmp_path / "nothing-*.tfrecord")]) == inspect_cli.EXIT_USAGE
+
+
+def test_inspect_reports_missing_shards(csv_job, tmp_path, capsys):
+    # What a killed writer leaves: shards 0 and 2 of 3, no shard 1.
+    complete = csv_job["output"]
+    for index in (0, 2):
+        name = f"train-{index:05d}-of-00003.tfrecord"
+        (tmp_path / name).write_bytes((complete / name).read_bytes())
+    assert inspect_cli.main([str(tmp_path)]) == inspect_cli.EXIT_CORRUPT
+    out = capsys.readouterr().out
+    missing = f"{tmp_path}/train-00001-of-00003.tfrecord"
+    assert f"{missing}: missing: only 2 of the 3 shards of 'train' exist" in out
+    assert inspect_cli.main([str(tmp_path), "--json"]) == inspect_cli.EXIT_CORRUPT
+    problems = json.loads(capsys.readouterr().out)["problems"]
+    assert [(p["file"], p["record"]) for p in problems] == [(missing, None)]
+    # A glob that picks part of a complete set misses nothing.
+    assert inspect_cli.main([str(complete / "train-00000-*"), "--json"]) == inspect_cli.EXIT_OK
+    assert json.loads(capsys.readouterr().out)["problems"] == []
