@@ -247,6 +247,22 @@ def test_writer_bad_arguments_exit_2(tmp_path, capsys):
     assert write_cli.main(["--videos", "x.csv"]) == 2  # missing --output etc.
 
 
+def test_writer_videos_must_be_a_csv_list(tmp_path, capsys):
+    common = ["--output", str(tmp_path / "o"), "--name", "x", "--num-shards", "1", "--quiet"]
+    clip = write_moving_video(str(tmp_path / "clip.mp4"), 4, 32, 32, fps=25)
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes("path,label\ncaf\xe9.mp4,1\n".encode("latin-1"))
+    for given, reason in (
+        (tmp_path, "is a folder"),
+        (clip, "is a binary file (a video?)"),
+        (latin, "is not UTF-8 text (byte 14)"),
+    ):
+        assert write_cli.main(["--videos", str(given), *common]) == 2
+        error = capsys.readouterr().err.strip().splitlines()[-1]
+        assert error.startswith(f"keras-vswin write-shards: error: --videos {str(given)!r}: ")
+        assert reason in error and "expected a CSV file" in error
+
+
 def test_label_resolution_rules(tmp_path):
     (tmp_path / "ints.csv").write_text("path,label\na.mp4,3\nb.mp4,0\nc.mp4,\n")
     entries, names = write_cli.read_video_list(str(tmp_path / "ints.csv"))
