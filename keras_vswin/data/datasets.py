@@ -286,22 +286,28 @@ def _check_labels(elements, filename, config):
         return elements.filter(keep)
 
     def assert_valid(element):
-        label = tf.strings.as_string(element["label"])
-        message = tf.strings.join(
-            [
-                "keras_vswin.data: shard ",
-                filename,
-                ", video ",
-                element["filename"],
-                ": label ",
-                label,
-                f" is outside [0, {num_classes or 'inf'})",
-                tf.where(element["label"] == -1, " (-1: the video has no label)", ""),
-                "; fix the shards (or num_classes), or pass skip_corrupt=True to skip such records",
-            ]
-        )
-        guard = tf.debugging.Assert(valid(element), [message], summarize=1)
-        with tf.control_dependencies([guard]):
+        ok = valid(element)
+
+        def fail():  # the message is built only for a bad label
+            message = tf.strings.join(
+                [
+                    "keras_vswin.data: shard ",
+                    filename,
+                    ", video ",
+                    element["filename"],
+                    ": label ",
+                    tf.strings.as_string(element["label"]),
+                    f" is outside [0, {num_classes or 'inf'})",
+                    tf.where(element["label"] == -1, " (-1: the video has no label)", ""),
+                    "; fix the shards (or num_classes), or pass skip_corrupt=True to skip such "
+                    "records",
+                ]
+            )
+            with tf.control_dependencies([tf.debugging.Assert(ok, [message], summarize=1)]):
+                return tf.identity(ok)
+
+        checked = tf.cond(ok, lambda: ok, fail)
+        with tf.control_dependencies([checked]):
             return {key: tf.identity(value) for key, value in element.items()}
 
     return elements.map(assert_valid)
