@@ -25,7 +25,10 @@ integers like the official pipeline's uint8 frames), the centre `crop_size` squa
 `(x - mean) / std`. `serve_multiview` applies the full protocol:
 `num_clips` evenly spaced clips x 3 crops along the long side (4 x 3 for Kinetics; SSv2 models
 use segment-uniform sampling, 1 x 3). In `serving_default` and `serve_float`, `probabilities`
-is `softmax(logits)`; every output is float32 whatever the export precision.
+is `softmax(logits)`, the logits being what the model computes before its softmax (a softmax
+Dense head without its activation, the input of a final softmax layer, or `logits_layer`;
+see `logits_function`: a head it cannot read is refused); every output is float32 whatever the
+export precision.
 
 The export is written to `<path>/<name>/.tmp-...` and renamed to its version folder when
 complete, so a TF Serving instance watching `<path>/<name>` never loads a partial model. An
@@ -57,6 +60,7 @@ new shape is slow) but needs a TensorFlow runtime with XLA (the `tensorflow` pip
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import os
@@ -120,39 +124,152 @@ def _resolve_labels(labels, classes):
 # Logits and features of a Keras model.
 
 
+def _activation_name(layer):
+    activation = getattr(layer, "activation", None)
+    if activation is None:
+        return "linear"
+    return getattr(activation, "__name__", str(activation))
+
+
+def _is_softmax(layer):
+    if isinstance(layer, keras.layers.Softmax):
+        return layer.axis in (-1, 1)
+    return isinstance(layer, keras.layers.Activation) and _activation_name(layer) == "softmax"
+
+
+def _producer(model, tensor):
+    """The layer of `model` whose output is `tensor` (None when no layer's is)."""
+    for layer in model.layers:
+        try:
+            if layer.output is tensor:
+                return layer
+        except (AttributeError, ValueError):  # never called, or called several times
+            continue
+    return None
+
+
+def _output_layer(model):
+    return _producer(model, model.outputs[0]) or model.layers[-1]
+
+
 def _head(model):
-    last = model.layers[-1]
+    """The Dense layer that computes the class scores: the last layer, or the one just before
+    a final softmax layer. None when there is none (`include_top=False`, other heads)."""
+    last = _output_layer(model)
+    if _is_softmax(last):
+        last = _producer(model, last.input)
     return last if isinstance(last, keras.layers.Dense) else None
 
 
-def _activation_name(layer):
-    return getattr(layer.activation, "__name__", str(layer.activation))
+@dataclasses.dataclass
+class _Logits:
+    """Where a classifier's logits are: the pre-activation of the softmax Dense `dense`, or the
+    output `tensor` of the layer `layer`."""
+
+    layer: keras.layers.Layer
+    tensor: object = None
+    dense: keras.layers.Dense | None = None
+
+    def describe(self):
+        return f"{self.layer.name} (before its softmax)" if self.dense else self.layer.name
 
 
-def logits_function(model):
+def _unreadable(model, why):
+    return ValueError(
+        f"Cannot tell the logits of model {model.name!r}: {why}. Pass logits_layer=NAME "
+        "(--logits-layer NAME), the layer whose output are the logits that a softmax turns "
+        "into the model's probabilities."
+    )
+
+
+def _named_logits(model, name, classes):
+    try:
+        layer = model.get_layer(name)
+    except ValueError:
+        last = ", ".join(repr(layer.name) for layer in model.layers[-4:])
+        raise ValueError(
+            f"logits_layer={name!r}: model {model.name!r} has no such layer (its last layers: "
+            f"{last})."
+        ) from None
+    try:
+        output = layer.output
+    except (AttributeError, ValueError):
+        raise ValueError(f"logits_layer={name!r} has no single output in the model.") from None
+    if len(output.shape) != 2 or output.shape[-1] != classes:
+        raise ValueError(
+            f"logits_layer={name!r} outputs {tuple(output.shape)}, not (batch, {classes}) class "
+            "scores."
+        )
+    activation = _activation_name(layer)
+    if isinstance(layer, keras.layers.Dense) and activation == "softmax":
+        return _Logits(layer, dense=layer)
+    if activation != "linear":
+        raise ValueError(
+            f"logits_layer={name!r} applies {activation!r}: its outputs are not logits."
+        )
+    return _Logits(layer, tensor=output)
+
+
+def _find_logits(model, logits_layer=None):
+    """Where the logits of classifier `model` are (see `logits_function`)."""
+    classes = model.outputs[0].shape[-1]
+    if logits_layer is not None:
+        return _named_logits(model, logits_layer, classes)
+    last = _output_layer(model)
+    activation = _activation_name(last)
+    if isinstance(last, keras.layers.Dense):
+        if activation == "softmax":
+            return _Logits(last, dense=last)
+        if activation == "linear":
+            return _Logits(last, tensor=model.outputs[0])
+        raise _unreadable(model, f"its head {last.name!r} applies {activation!r}, not softmax")
+    if _is_softmax(last):
+        before = _producer(model, last.input)
+        if before is None:
+            raise _unreadable(model, f"the input of its final softmax {last.name!r} is unknown")
+        if _activation_name(before) != "linear":
+            raise _unreadable(
+                model,
+                f"{before.name!r} applies {_activation_name(before)!r} before the final "
+                f"softmax {last.name!r}",
+            )
+        return _Logits(before, tensor=last.input)
+    raise _unreadable(
+        model,
+        f"its output comes from {last.name!r} ({type(last).__name__}), neither a Dense layer "
+        "(softmax or no activation) nor a softmax after one",
+    )
+
+
+def logits_function(model, logits_layer=None):
     """`clips -> float32 logits (batch, classes)` for a classifier, sharing its weights.
 
-    A model whose head is a Dense layer with softmax gets its head applied without the
-    activation; a model that outputs logits (`classifier_activation=None`) is used as it is.
+    The logits are what the model really computes before its softmax: a final Dense layer
+    with softmax is applied without the activation; a final softmax layer (`Softmax`,
+    `Activation("softmax")`) is left out; a final Dense without activation
+    (`classifier_activation=None`) already outputs them. `logits_layer` names the layer whose
+    output are the logits instead (a Dense with softmax: its pre-activation). Exports compute
+    `probabilities = softmax(logits)`.
 
     Raises:
-        ValueError: the model has no classification head (e.g. `include_top=False`) or its head
-            applies another activation than softmax.
+        ValueError: the model has no classification head (e.g. `include_top=False`), or a head
+            whose logits cannot be told (another activation, another final layer) and no
+            usable `logits_layer`.
     """
     if len(model.outputs) != 1 or len(model.outputs[0].shape) != 2:
         raise ValueError(
             f"Model {model.name!r} does not output class scores `(batch, classes)` (outputs: "
             f"{[tuple(o.shape) for o in model.outputs]}); export it with `feature_vector=True`."
         )
-    head = _head(model)
-    activation = _activation_name(head) if head is not None else "linear"
-    if head is None or activation == "linear":
-        return lambda clips, training=False: tf.cast(model(clips, training=training), tf.float32)
-    if activation != "softmax":
-        raise ValueError(
-            f"The model's head applies {activation!r}; only softmax (or no activation) heads "
-            "can be exported with logits and probabilities."
+    found = _find_logits(model, logits_layer)
+    if found.dense is None:
+        target = (
+            model
+            if found.tensor is model.outputs[0]
+            else keras.Model(model.input, found.tensor, name=f"{model.name}_logits")
         )
+        return lambda clips, training=False: tf.cast(target(clips, training=training), tf.float32)
+    head = found.dense
     backbone = keras.Model(model.input, head.input, name=f"{model.name}_backbone")
 
     def logits(clips, training=False):
@@ -189,18 +306,25 @@ def features_function(model):
     return features, int(extractor.outputs[0].shape[-1])
 
 
-def with_precision(model, precision):
+def with_precision(model, precision, logits_layer=None):
     """`model` itself for "float32"; for "bfloat16" a copy with the `mixed_bfloat16` policy
-    (float32 weights, bfloat16 compute) except its classification head, which stays float32."""
+    (float32 weights, bfloat16 compute) except its classification head (the Dense layer, the
+    `logits_layer` and a final softmax), which stays float32."""
     if precision not in PRECISIONS:
         raise ValueError(f"`precision` must be one of {PRECISIONS}, got {precision!r}.")
     if precision == "float32":
         return model
-    head = _head(model)
+    try:
+        found = _find_logits(model, logits_layer)
+        head = {id(found.layer), id(_output_layer(model))}
+    except ValueError:
+        if logits_layer is not None:
+            raise
+        head = set()  # no head (a feature extractor): everything in bfloat16
 
     def clone_layer(layer):
         config = layer.get_config()
-        if layer is not head:
+        if id(layer) not in head:
             config["dtype"] = "mixed_bfloat16"
         return layer.__class__.from_config(config)
 
@@ -311,7 +435,9 @@ def _regularization_losses(model):
     return [total]
 
 
-def _build_archive(model, feature_vector, labels, protocol, top_k, jit_compile, antialias):
+def _build_archive(
+    model, feature_vector, labels, protocol, top_k, jit_compile, antialias, logits_layer=None
+):
     root = _ReusableRoot()
     # The very tf.Variables the functions read (tracking the Keras model itself would save a
     # second copy of every weight).
@@ -333,7 +459,8 @@ def _build_archive(model, feature_vector, labels, protocol, top_k, jit_compile, 
         info["signatures"] = [SERVING_DEFAULT]
         return _SavedModelArchive(root, {SERVING_DEFAULT: serve_features}), info
 
-    logits_fn = logits_function(model)
+    logits_fn = logits_function(model, logits_layer)
+    info["logits"] = _find_logits(model, logits_layer).describe()
     root.__call__ = _reusable_call(logits_fn)
     classes = int(model.outputs[0].shape[-1])
     names = _resolve_labels(labels, classes)
@@ -420,6 +547,7 @@ def _write_version(write, parent, version, overwrite):
     tmp = atomic.temporary_name(os.path.join(parent, "next"))
     try:
         write(tmp)
+        atomic.normal_permissions(tmp)  # TensorFlow makes its folders 0755 whatever the umask
         # A concurrent export may take the version we picked: try the next one (the rename
         # onto a non-empty version folder fails).
         for _ in range(100):
@@ -451,6 +579,7 @@ def export_saved_model(
     antialias=False,
     precision="float32",
     jit_compile=False,
+    logits_layer=None,
     verbose=False,
 ):
     """Export a Keras Video Swin model as a self-contained SavedModel (see the module doc).
@@ -479,6 +608,8 @@ def export_saved_model(
             turn it on for clients that send frames much larger than `resolution`).
         precision: "float32" or "bfloat16" (mixed precision, float32 outputs).
         jit_compile: compile the model part of the signatures with XLA.
+        logits_layer: name of the layer whose output are the logits, for classifiers whose
+            head `logits_function` cannot read by itself (a head it cannot read is refused).
         verbose: print the written signatures.
 
     Returns:
@@ -489,10 +620,19 @@ def export_saved_model(
     if not isinstance(top_k, int | np.integer) or top_k < 1:
         raise ValueError(f"`top_k` must be a positive int, got {top_k!r}.")
     version = _check_version(version)
+    if feature_vector and logits_layer is not None:
+        raise ValueError("`logits_layer` is for classifier exports, not `feature_vector=True`.")
     protocol = model_protocol(model, protocol)
-    export_model = with_precision(model, precision)
+    export_model = with_precision(model, precision, logits_layer)
     archive, info = _build_archive(
-        export_model, feature_vector, labels, protocol, top_k, jit_compile, antialias
+        export_model,
+        feature_vector,
+        labels,
+        protocol,
+        top_k,
+        jit_compile,
+        antialias,
+        logits_layer,
     )
     metadata = {
         "format": "keras_vswin.saved_model/1",
@@ -504,6 +644,7 @@ def export_saved_model(
         "precision": precision,
         "jit_compile": bool(jit_compile),
         "classes": info.get("classes"),
+        "logits": info.get("logits"),
         "feature_dim": info.get("feature_dim"),
         "top_k": info.get("top_k"),
         "normalisation": {"mean": list(MEAN_RGB), "std": list(STD_RGB)},

@@ -4,9 +4,13 @@
 `ViewProtocol` its accuracy was measured with, normalisation, window) and, under `variants`,
 one checkpoint per model size ("T", "S", "B", as in `keras_vswin.model.VARIANTS`) with its
 URL, pretraining and the accuracy the authors report.
-`keras_vswin.weights` downloads and converts them; nothing else reads URLs. No SHA-256 is
-published for the official files (`sha256: None`): a download is trusted once it converts
-strictly into the expected architecture.
+`keras_vswin.weights` downloads and converts them; nothing else reads URLs.
+
+`sha256` is the file's full SHA-256 where a public source lists it (a benchmark table that
+evaluated two official files), else None. torchvision's file names carry the first 8 hex digits
+of theirs (`swin3d_t-7615ae03.pth`, torch.hub's convention), which `keras_vswin.weights` checks
+too. A file without either is recorded at its first download and checked against that record on
+every later use.
 """
 
 from keras_vswin.data.views import KINETICS, SSV2, TORCHVISION_KINETICS
@@ -32,7 +36,7 @@ PRESETS = {
                 pretrain="ImageNet-1K",
                 top1=78.8,
                 top5=93.6,
-                sha256=None,
+                sha256="9950e3be6b0b3763f80575dfbbe7db7cbeb18345e32363b73e8d44952ef76acc",
             ),
             "S": dict(
                 url=OFFICIAL + "swin_small_patch244_window877_kinetics400_1k.pth",
@@ -98,7 +102,7 @@ PRESETS = {
                 pretrain="Kinetics-400 (ImageNet-22K)",
                 top1=69.6,
                 top5=92.7,
-                sha256=None,
+                sha256="f7fe417a0659680ab9db4f5e02c39b3f2825b58f0e244d4fbe3de6658fe135fc",
             ),
         },
     },

@@ -13,9 +13,14 @@
 
 Cache directory: `$KERAS_VSWIN_CACHE`, else `$KERAS_HOME/models/keras_vswin` (`KERAS_HOME`
 defaults to `~/.keras`). `$KERAS_VSWIN_WEIGHTS_URL` replaces the base URL of every registry file
-(a mirror; the file names stay). Downloads go to a temporary `.part` file in the cache directory,
-resume with HTTP Range requests after a dropped connection, retry with exponential backoff, and
-are renamed into place only when complete: an interrupted download leaves no file behind.
+(a mirror; the file names stay). Downloads go to a temporary file in the cache directory, resume
+with HTTP Range requests after a dropped connection, retry with exponential backoff, and are
+renamed into place only when verified: the announced length, the SHA-256 where one is known
+(the presets table, or torchvision's `name-<hash prefix>.pth` file names), and a strict read into
+the architecture the registry promises. `<file>.json` records each download's SHA-256, and every
+later use checks the file against it; a cached file that fails (damaged, truncated, another
+architecture) is moved to `<file>.rejected` and downloaded again. A download killed half way is
+resumed by the next one; other temporaries that killed processes left are removed.
 
 Fine-tuning with another class count is explicit: build the model with `classes=N` and no
 weights, then `load_weights(model, "kinetics400", skip_head=True)` loads everything but the head
@@ -39,6 +44,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+import zlib
 
 from keras_vswin import atomic, convert
 from keras_vswin.model import VARIANTS, VideoSwin, same_backbone, variant_of
@@ -53,6 +59,10 @@ RETRY_BACKOFF_S = 2.0  # doubled after every failed attempt
 DOWNLOAD_TIMEOUT_S = 60.0
 _CHUNK = 1 << 20
 _SIDECAR_FORMAT = 1
+_RECORD_FORMAT = 1
+REJECTED_SUFFIX = ".rejected"
+# torch.hub's convention: `<name>-<first hex digits of the SHA-256>.<ext>`.
+_HASH_IN_NAME = re.compile(r"-([0-9a-f]{8,64})\.[^-]*$")
 _CHECKPOINT_SUFFIXES = (".pth", ".pt", ".pth.tar", ".ckpt")
 
 
@@ -229,8 +239,68 @@ def sha256_of(path):
     return digest.hexdigest()
 
 
+def known_sha256(info):
+    """The SHA-256 registry file `info` (from `weights_info`) must have, and where that comes
+    from: `(hex digest, "the presets table")`, `(first hex digits, "its file name")` for files
+    named `<name>-<hex>.<ext>` (torch.hub's convention, as torchvision's files), or
+    `(None, None)`."""
+    if info.get("sha256"):
+        return info["sha256"].lower(), "the presets table"
+    match = _HASH_IN_NAME.search(info["filename"])
+    if match:
+        return match[1], "its file name"
+    return None, None
+
+
+def record_path(path):
+    """The download record of `path`: `<path>.json` (URL, bytes, SHA-256)."""
+    return path + ".json"
+
+
+def _read_record(path):
+    try:
+        with open(record_path(path), encoding="utf-8") as f:
+            record = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.get("format") != _RECORD_FORMAT:
+        return None
+    return record
+
+
+def _write_record(path, url, digest, verified_by, size=None):
+    record = dict(
+        format=_RECORD_FORMAT,
+        url=url,
+        file=os.path.basename(path),
+        bytes=os.path.getsize(path) if size is None else size,
+        sha256=digest,
+        verified_by=verified_by,
+    )
+    atomic.write_json(record_path(path), record)
+
+
+def _move_aside(path, reason):
+    """Moves an unusable cached file to `<path>.rejected` (replacing an older one: one per
+    file) and drops its record, so it is never used again but can still be looked at."""
+    aside = path + REJECTED_SUFFIX
+    os.replace(path, aside)
+    with contextlib.suppress(OSError):
+        os.remove(record_path(path))
+    logger.warning(
+        "The cached %s is not usable (%s); moved it to %s and downloading it again.",
+        path,
+        reason,
+        aside,
+    )
+
+
 class _Permanent(Exception):
     """A download failure that retrying cannot fix (e.g. HTTP 404)."""
+
+
+class _Incomplete(ConnectionError):
+    """The body ended but nothing shows the file is whole (retried: resumed from its end)."""
 
 
 def _content_range(header):
@@ -241,7 +311,8 @@ def _content_range(header):
 
 
 def _fetch(url, part, progress, timeout):
-    """One attempt: resume `part` from its size; returns when the body is complete."""
+    """One attempt: resume `part` from its size; returns the announced size (None when the
+    server announced none) once the body has ended."""
     have = os.path.getsize(part)
     headers = {"User-Agent": "keras-vswin"}
     if have:
@@ -282,14 +353,37 @@ def _fetch(url, part, progress, timeout):
                 leave=False,
             ) as bar,
         ):
-            while chunk := response.read(_CHUNK):
+            # What arrived goes to the file at once: a killed download leaves it to resume.
+            while chunk := response.read1(_CHUNK):
                 f.write(chunk)
+                f.flush()
                 bar.update(len(chunk))
             f.flush()
             os.fsync(f.fileno())
     size = os.path.getsize(part)
     if total is not None and size != total:
         raise ConnectionError(f"connection closed after {size} of {total} bytes")
+    return total
+
+
+def check_complete(path):
+    """Raises `ValueError` unless `path` parses as a whole checkpoint: a zip archive (torch.save's
+    format) whose members' CRCs check, or a legacy pickle stream read to its end. What proves a
+    download complete when the server announced no length and no hash is known."""
+    import zipfile
+
+    from keras_vswin import checkpoint_reader
+
+    try:
+        if zipfile.is_zipfile(path):  # the central directory at the end arrived
+            with zipfile.ZipFile(path) as archive:
+                bad = archive.testzip()
+            if bad is not None:
+                raise ValueError(f"zip member {bad} fails its CRC check")
+        else:  # legacy format (or a cut zip): only the reader knows where it ends
+            checkpoint_reader.load_checkpoint(path, allow_unknown_globals=True)
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+        raise ValueError(f"{path}: {e}") from None
 
 
 def _is_permanent(error):
@@ -301,67 +395,151 @@ def _is_permanent(error):
     )
 
 
-def download(url, path, progress=True, retries=None, timeout=None):
-    """Download `url` to `path` (kept if it exists already); returns `path`.
+def _fetch_with_retries(url, part, progress, retries, timeout, sha256):
+    """Fetches `url` into `part` until the body is whole; returns what showed it: "length"
+    (announced by the server), "parsed" (`check_complete`) or None (left to `sha256`)."""
+    directory = os.path.dirname(part)
+    for attempt in range(retries + 1):
+        try:
+            if _fetch(url, part, progress, timeout) is not None:
+                return "length"
+            if sha256 is not None:
+                return None
+            try:  # a cut connection looks like the end of the body
+                check_complete(part)
+            except ValueError as e:
+                raise _Incomplete(
+                    f"the server sent no length and the file does not parse ({e})"
+                ) from None
+            return "parsed"
+        except _Permanent as e:
+            raise WeightsDownloadError(f"Could not download {url}: {e}.") from None
+        except (OSError, ValueError, http.client.HTTPException) as e:
+            if _is_permanent(e):
+                raise WeightsDownloadError(
+                    f"Could not download {url}: {getattr(e, 'reason', e)}. Check the network "
+                    f"(or set ${URL_ENV} to a mirror), or download the file yourself and "
+                    "pass its path as weights=."
+                ) from None
+            if attempt == retries:
+                raise WeightsDownloadError(
+                    f"Could not download {url} after {attempt + 1} attempts: {e}. Nothing was "
+                    f"kept in {directory}. Check the network (or set ${URL_ENV} to a mirror), "
+                    "or download the file yourself and pass its path as weights=."
+                ) from e
+            wait = RETRY_BACKOFF_S * 2**attempt
+            logger.warning(
+                "Download of %s interrupted (%s); retrying in %.1f s from byte %d.",
+                url,
+                e,
+                wait,
+                os.path.getsize(part),
+            )
+            time.sleep(wait)
 
-    Resumes after dropped connections (HTTP Range), retries `retries` times
-    (`DOWNLOAD_RETRIES`) with exponential backoff, shows a tqdm progress bar on stderr, and
-    renames the complete file into place; on failure nothing is left at or next to `path`.
-    Errors that retrying cannot fix (an unknown host, HTTP 4xx) fail at once.
+
+def _verify(url, part, sha256, validate):
+    """The SHA-256 of the complete `part`, checked against `sha256` and `validate`."""
+    digest = sha256_of(part)
+    if sha256 and not digest.startswith(sha256):
+        raise WeightsDownloadError(
+            f"{url} gave a file whose SHA-256 is {digest}, not the expected {sha256}: the "
+            f"server sent another file (or a damaged one). Nothing was kept in "
+            f"{os.path.dirname(part)}."
+        )
+    if validate is not None:
+        validate(part)
+    return digest
+
+
+def _check_cached(url, path, sha256, validate):
+    """None when the cached `path` is the expected file (then recorded), else the reason."""
+    record = _read_record(path)
+    expected = sha256 or (record or {}).get("sha256")
+    if expected:
+        digest = sha256_of(path)
+        if not digest.startswith(expected):
+            origin = "the expected" if sha256 else "the recorded"
+            return f"its SHA-256 is {digest}, not {origin} {expected}"
+        if record is None or record.get("sha256") != digest:
+            _write_record(path, url, digest, "known SHA-256")
+        return None
+    # Neither a known hash nor a record (a file cached by an older version): it must load.
+    try:
+        (validate or check_complete)(path)
+    except ValueError as e:
+        return f"it does not load: {e}"
+    _write_record(path, url, sha256_of(path), "loaded")
+    return None
+
+
+def download(url, path, progress=True, retries=None, timeout=None, sha256=None, validate=None):
+    """Download `url` to `path` and verify it; returns `path`.
+
+    A download is complete only when verified: as long as the server announced (Content-Length,
+    Content-Range); with the SHA-256 `sha256` (a hex digest or its first digits) when given;
+    accepted by `validate(file)` (raises `ValueError` for an unusable file) when given; and,
+    when the server announced no length and no hash is known, parsed whole (`check_complete`).
+    Only then is it renamed to `path`, next to its record `<path>.json` (URL, bytes, SHA-256).
+
+    An existing `path` is checked instead of downloaded: against `sha256`, else against its
+    record; one with neither must pass `validate` (`check_complete`). One that fails is moved to
+    `<path>.rejected` and downloaded again, never reused.
+
+    Resumes after a dropped connection (HTTP Range) and after a killed earlier download (its
+    stale temporary is taken over; restarted from zero if the result then fails its checks),
+    retries `retries` times (`DOWNLOAD_RETRIES`) with exponential backoff, shows a tqdm progress
+    bar on stderr. Errors that retrying cannot fix (an unknown host, HTTP 4xx, another SHA-256,
+    a file `validate` refuses) fail at once; on failure nothing is left at or next to `path`.
+    Stale temporaries of killed writers in the folder are removed.
 
     Raises:
-        WeightsDownloadError: the file could not be downloaded.
+        WeightsDownloadError: the file could not be downloaded, or has another SHA-256.
+        ValueError: what `validate` raises for a downloaded file.
     """
     path = os.path.abspath(os.fspath(path))
+    directory = os.path.dirname(path)
+    os.makedirs(directory, exist_ok=True)
+    sha256 = sha256.lower() if sha256 else None
     if os.path.exists(path):
-        return path
+        problem = _check_cached(url, path, sha256, validate)
+        if problem is None:
+            atomic.remove_stale(directory)
+            return path
+        _move_aside(path, problem)
     retries = DOWNLOAD_RETRIES if retries is None else retries
     timeout = DOWNLOAD_TIMEOUT_S if timeout is None else timeout
-    directory = os.path.dirname(path)
     logger.info("Downloading %s to %s", url, path)
     if progress:
         print(f"Downloading {url}", file=sys.stderr)
-    with atomic.atomic_path(path) as part:
-        open(part, "wb").close()
-        for attempt in range(retries + 1):
-            try:
-                _fetch(url, part, progress, timeout)
-                break
-            except _Permanent as e:
-                raise WeightsDownloadError(f"Could not download {url}: {e}.") from None
-            except (OSError, ValueError, http.client.HTTPException) as e:
-                if _is_permanent(e):
-                    raise WeightsDownloadError(
-                        f"Could not download {url}: {getattr(e, 'reason', e)}. Check the network "
-                        f"(or set ${URL_ENV} to a mirror), or download the file yourself and "
-                        "pass its path as weights=."
-                    ) from None
-                if attempt == retries:
-                    raise WeightsDownloadError(
-                        f"Could not download {url} after {attempt + 1} attempts: {e}. Nothing was "
-                        f"kept in {directory}. Check the network (or set ${URL_ENV} to a mirror), "
-                        "or download the file yourself and pass its path as weights=."
-                    ) from e
-                wait = RETRY_BACKOFF_S * 2**attempt
-                logger.warning(
-                    "Download of %s interrupted (%s); retrying in %.1f s from byte %d.",
-                    url,
-                    e,
-                    wait,
-                    os.path.getsize(part),
-                )
-                time.sleep(wait)
+    with atomic.atomic_path(path, resume=True) as part:
+        atomic.remove_stale(directory)  # other killed writers' leftovers (ours is taken over)
+        resumed = os.path.getsize(part) if os.path.exists(part) else 0
+        if resumed:
+            logger.warning(
+                "Resuming %s from byte %d, where an interrupted download stopped.", url, resumed
+            )
+        else:
+            open(part, "wb").close()
+        whole = _fetch_with_retries(url, part, progress, retries, timeout, sha256)
+        try:
+            digest = _verify(url, part, sha256, validate)
+        except (WeightsDownloadError, ValueError) as e:
+            if not resumed:
+                raise
+            # The killed download's bytes may be damaged or from another file: start over.
+            logger.warning("The resumed download of %s fails its checks (%s); restarting.", url, e)
+            os.truncate(part, 0)
+            whole = _fetch_with_retries(url, part, progress, retries, timeout, sha256)
+            digest = _verify(url, part, sha256, validate)
+        checks = [whole, sha256 and "known SHA-256", validate and "loaded"]
+        verified_by = ", ".join(check for check in checks if check)
+        _write_record(path, url, digest, verified_by, size=os.path.getsize(part))
     return path
 
 
 # ----------------------------------------------------------------------------------------------
 # Registry weights: download + convert + cache
-
-
-def checkpoint_path(name, variant, progress=True):
-    """Local path of the registry checkpoint `name`/`variant`, downloaded if needed."""
-    info = weights_info(name, variant)
-    return download(info["url"], os.path.join(cache_dir(), info["filename"]), progress=progress)
 
 
 def _cache_paths(info):
@@ -393,6 +571,70 @@ def _jsonable(arch):
     return json.loads(json.dumps(arch))
 
 
+def _read_registry_file(info, path):
+    """The state dict of `path`; `ValueError` unless it is the checkpoint `info` describes."""
+    state_dict = convert.read_state_dict(path)
+    arch = convert.infer_architecture(state_dict)
+    differences = convert.architecture_differences(
+        info["architecture"], arch, (*convert.MODEL_ARGUMENTS, "classes"), ("registry", "file")
+    )
+    if differences:
+        raise ValueError(
+            f"{info['url']} is not the checkpoint the registry describes for {info['name']!r} "
+            f"({info['variant']}): " + "; ".join(differences)
+        )
+    return state_dict
+
+
+def registry_checkpoint(name, variant, progress=True):
+    """`(path, state_dict)` of the registry checkpoint `name`/`variant`, verified.
+
+    The cached file is used when it matches its SHA-256 (`known_sha256`, else the one recorded
+    at its first download); otherwise it is downloaded (see `download`). Either way it is read
+    and must have the architecture the registry promises; a cached file that fails is moved
+    aside (`<file>.rejected`) and downloaded again, and a downloaded one that fails is not kept.
+
+    Raises:
+        WeightsDownloadError: no readable checkpoint could be downloaded.
+        ValueError: the server's file is another architecture than the registry describes.
+    """
+    from keras_vswin.checkpoint_reader import CheckpointFormatError
+
+    info = weights_info(name, variant)
+    path = os.path.join(cache_dir(), info["filename"])
+    expected, _ = known_sha256(info)
+    loaded = {}
+
+    def validate(file):
+        loaded["state_dict"] = _read_registry_file(info, file)
+
+    def fetch():
+        try:
+            download(info["url"], path, progress=progress, sha256=expected, validate=validate)
+        except CheckpointFormatError as e:
+            raise WeightsDownloadError(
+                f"{info['url']} did not give a readable checkpoint ({e}); nothing was kept in "
+                "the cache."
+            ) from None
+
+    fetch()
+    if "state_dict" not in loaded:  # a cached file that matched its hash: read it now
+        try:
+            loaded["state_dict"] = _read_registry_file(info, path)
+        except ValueError as e:
+            _move_aside(path, e)
+            fetch()
+            if "state_dict" not in loaded:  # another process cached it meanwhile
+                loaded["state_dict"] = _read_registry_file(info, path)
+    return path, loaded.pop("state_dict")
+
+
+def checkpoint_path(name, variant, progress=True):
+    """Local path of the registry checkpoint `name`/`variant`, downloaded and verified if
+    needed (`registry_checkpoint`; use that to get its arrays too)."""
+    return registry_checkpoint(name, variant, progress=progress)[0]
+
+
 def _cached_converted(info, converted, sidecar):
     """The converted file if it exists and its sidecar vouches for it; else None."""
     if not (os.path.exists(converted) and os.path.exists(sidecar)):
@@ -420,26 +662,6 @@ def _cached_converted(info, converted, sidecar):
     return None
 
 
-def _read_registry_checkpoint(info, checkpoint, progress):
-    """Download (if needed) and read the registry checkpoint; a corrupt copy is fetched again."""
-    from keras_vswin.checkpoint_reader import CheckpointFormatError
-
-    for attempt in range(2):
-        fresh = not os.path.exists(checkpoint)
-        download(info["url"], checkpoint, progress=progress)
-        try:
-            return convert.read_state_dict(checkpoint)
-        except CheckpointFormatError as e:
-            os.remove(checkpoint)
-            if fresh or attempt:
-                raise WeightsDownloadError(
-                    f"{info['url']} did not give a readable checkpoint ({e}); the file was "
-                    "removed from the cache."
-                ) from None
-            logger.warning("The cached %s is corrupted (%s); downloading it again.", checkpoint, e)
-    raise AssertionError("unreachable")
-
-
 def fetch_converted(name, variant, progress=True):
     """Path of the verified, converted `.weights.h5` of registry weights `name`/`variant`.
 
@@ -452,23 +674,15 @@ def fetch_converted(name, variant, progress=True):
     cached = _cached_converted(info, converted, sidecar)
     if cached:
         return cached
-    state_dict = _read_registry_checkpoint(info, checkpoint, progress)
+    checkpoint, state_dict = registry_checkpoint(name, variant, progress)
     if progress:
         print(f"Converting {info['filename']} for Keras (once): {converted}", file=sys.stderr)
     started = time.perf_counter()
-    arch = convert.infer_architecture(state_dict)
-    differences = convert.architecture_differences(
-        info["architecture"], arch, (*convert.MODEL_ARGUMENTS, "classes"), ("registry", "file")
-    )
-    if differences:
-        raise ValueError(
-            f"{checkpoint} is not the checkpoint the registry describes for {name!r} "
-            f"({variant}): " + "; ".join(differences)
-        )
     model, report, _ = convert_state_dict(state_dict, classifier_activation=None)
     del state_dict
     with atomic.atomic_path(converted) as tmp:
         model.save_weights(tmp)
+    record = _read_record(checkpoint) or {}
     meta = dict(
         format=_SIDECAR_FORMAT,
         weights=name,
@@ -476,7 +690,7 @@ def fetch_converted(name, variant, progress=True):
         source=info["url"],
         source_file=info["filename"],
         source_bytes=os.path.getsize(checkpoint),
-        source_sha256=sha256_of(checkpoint),
+        source_sha256=record.get("sha256") or sha256_of(checkpoint),
         architecture=_jsonable(info["architecture"]),
         layout=report.layout,
         tensors=len(report.loaded),

@@ -1,6 +1,7 @@
 """keras_vswin.data: frame sampling, clip augmentations and the tf.data pipelines."""
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -404,6 +405,59 @@ def test_corrupt_records_are_skipped_and_counted(corrupt_shards):
     for clips, _ in train.take(2):
         assert np.isfinite(clips.numpy()).all()
     assert train.corrupt_records.records >= 1
+
+
+@pytest.fixture(scope="module")
+def mislabelled_shard(shards, tmp_path_factory):
+    """A shard of four videos for two classes: labels 0, 2 (too large), -1 (none) and 1."""
+    root = tmp_path_factory.mktemp("labels")
+    videos = shards.parent / "videos"
+    entries = [
+        write_cli.VideoEntry(str(videos / f"{name}.mp4"), name, label, f"class{label}")
+        for name, label in (("v0", 0), ("v1", 2), ("v2", -1), ("v3", 1))
+    ]
+    _write(entries, root, "labels", 1)
+    (path,) = data.list_shards(str(root))
+    return path
+
+
+EVAL_PROTOCOL = dict(clip_len=4, short_side=64, crop_size=48)
+
+
+@pytest.mark.parametrize("mode", ["eval one_hot", "train one_hot", "train int"])
+def test_labels_outside_the_classes_raise_naming_shard_video_and_label(mislabelled_shard, mode):
+    if mode.startswith("eval"):
+        dataset = data.eval_dataset(
+            mislabelled_shard, 1, num_classes=2, protocol=protocol_of(**EVAL_PROTOCOL)
+        )
+    else:
+        dataset = data.train_dataset(
+            mislabelled_shard, 2, num_classes=2, clip_len=4, crop_size=32,
+            label_mode=mode.split()[1],
+        )  # fmt: skip
+    with pytest.raises(tf.errors.InvalidArgumentError) as info:
+        for _ in dataset.take(8):
+            pass
+    message = info.value.message
+    assert mislabelled_shard in message and "skip_corrupt=True" in message
+    found = re.search(r"video (v\d): label (-?\d+) is outside \[0, 2\)", message)
+    assert found and (found[1], found[2]) in {("v1", "2"), ("v2", "-1")}, message
+
+
+def test_labels_outside_the_classes_are_skipped_and_counted(mislabelled_shard):
+    counter = data.CorruptRecords()
+    dataset = data.eval_dataset(
+        mislabelled_shard, 1, num_classes=2, protocol=protocol_of(**EVAL_PROTOCOL),
+        skip_corrupt=counter, with_filenames=True,
+    )  # fmt: skip
+    kept = {name.numpy().decode(): int(np.argmax(label)) for _, (label,), (name,) in dataset}
+    assert kept == {"v0": 0, "v3": 1}
+    assert sorted(counter.bad_labels) == [
+        (mislabelled_shard, "v1", 2),
+        (mislabelled_shard, "v2", -1),
+    ]
+    assert counter.total == 2 and counter.records == 0
+    assert counter.by_file == {mislabelled_shard: 2}
 
 
 def test_input_context_gives_each_pipeline_its_own_files(shards):

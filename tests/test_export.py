@@ -7,6 +7,7 @@ the Keras model and an independent NumPy transcription of the official test pipe
 
 import json
 import os
+import stat
 import subprocess
 import sys
 import textwrap
@@ -495,3 +496,94 @@ def test_short_side_resize_then_centre_crop():
     np.testing.assert_allclose(pixels[1, :, 0, 0], expected_rows, atol=1e-3)
     with pytest.raises(ValueError, match="short_side"):
         ViewProtocol(crop_size=224, short_side=200)
+
+
+# ----------------------------------------------------------------------------------------------
+# Heads: where the logits are.
+
+
+def separate_softmax_classifier(*after):
+    """`Dense(3, name="logits")` then `Activation("softmax")` (then the layers `after`) on a
+    pooled tiny backbone: the softmax is a layer of its own, not the Dense's activation."""
+    keras.utils.set_random_seed(1)
+    backbone = keras_vswin.VideoSwin(**{**TINY, "include_top": False, "pooling": "avg"})
+    x = keras.layers.Dense(3, name="logits", kernel_initializer="random_normal")(backbone.output)
+    x = keras.layers.Activation("softmax", name="probabilities")(x)
+    for layer in after:
+        x = layer(x)
+    model = keras.Model(backbone.input, x, name="separate_softmax")
+    head = model.get_layer("logits")
+    head.kernel.assign(head.kernel * 100.0)  # confident: a second softmax would show
+    return model
+
+
+def test_logits_of_a_separate_softmax_layer(videos, tmp_path):
+    clips = videos["clips_a"]
+    model = separate_softmax_classifier()
+    logits = keras.Model(model.input, model.get_layer("logits").output)(clips).numpy()
+    assert softmax(logits).max() > 0.9
+    model.save(tmp_path / "separate.keras")
+    loaded = keras.saving.load_model(tmp_path / "separate.keras")
+    keras.utils.set_random_seed(1)
+    softmax_layer = keras.layers.Softmax(name="softmax")
+    other = keras.Model(model.input, softmax_layer(model.get_layer("logits").output))
+    for candidate in (model, loaded, other):
+        got = export.logits_function(candidate)(tf.constant(clips)).numpy()
+        np.testing.assert_allclose(got, logits, rtol=1e-5, atol=1e-4)
+        np.testing.assert_allclose(softmax(got), candidate(clips), atol=1e-6)
+
+    # A head it cannot read is refused, unless the logits layer is named.
+    unreadable = separate_softmax_classifier(keras.layers.Rescaling(1.0, name="rescale"))
+    with pytest.raises(ValueError, match=r"'rescale' \(Rescaling\).*logits_layer=NAME"):
+        export.logits_function(unreadable)
+    got = export.logits_function(unreadable, logits_layer="logits")(tf.constant(clips))
+    np.testing.assert_allclose(got.numpy(), logits, rtol=1e-5, atol=1e-4)
+    with pytest.raises(ValueError, match="logits_layer='nope': model 'separate_softmax' has no"):
+        export.logits_function(unreadable, logits_layer="nope")
+    with pytest.raises(ValueError, match=r"outputs \(None, 32\), not \(batch, 3\)"):
+        export.logits_function(unreadable, logits_layer="avg_pool")
+    relu = keras.layers.Dense(3, activation="relu", name="relu_scores")
+    pooled = model.get_layer("avg_pool").output
+    bad = keras.Model(model.input, keras.layers.Softmax()(relu(pooled)))
+    with pytest.raises(ValueError, match="'relu_scores' applies 'relu' before the final softmax"):
+        export.logits_function(bad)
+
+
+def test_cli_exports_the_probabilities_the_model_computes(videos, tmp_path, capsys):
+    from keras_vswin.cli import export as cli
+
+    clips = videos["clips_a"]
+    model = separate_softmax_classifier()
+    source = str(tmp_path / "separate.keras")
+    model.save(source)
+    argv = [source, "--output", str(tmp_path / "exports"), "--version", "1"]
+    previous = os.umask(0o002)  # outputs get the umask's permissions (TF's folders: 0755)
+    try:
+        assert cli.main(argv) == 0
+        assert cli.main([*argv[:3], "--name", "next"]) == 0  # the next free version
+    finally:
+        os.umask(previous)
+    for root, _, files in os.walk(tmp_path / "exports"):
+        assert stat.S_IMODE(os.stat(root).st_mode) == 0o775, root
+        for name in files:
+            assert stat.S_IMODE(os.stat(os.path.join(root, name)).st_mode) == 0o664, name
+    served = tf.saved_model.load(str(tmp_path / "exports" / "separate_softmax" / "1"))
+    outputs = served.signatures[export.SERVE_FLOAT](clips=tf.constant(clips))
+    expected = model(clips).numpy()
+    assert expected.max() > 0.9  # a double softmax would flatten these towards 1/3
+    np.testing.assert_allclose(outputs["probabilities"].numpy(), expected, atol=1e-5)
+    metadata, _ = export.read_export_metadata(tmp_path / "exports" / "separate_softmax")
+    assert metadata["logits"] == "logits"
+
+    keras.saving.save_model(
+        separate_softmax_classifier(keras.layers.Rescaling(1.0, name="rescale")), source
+    )
+    capsys.readouterr()
+    assert cli.main([*argv[:3], "--version", "2"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "--logits-layer NAME" in error, error
+    assert not (tmp_path / "exports" / "separate_softmax" / "2").exists()
+    assert cli.main([*argv[:3], "--version", "2", "--logits-layer", "logits"]) == 0
+    served = tf.saved_model.load(str(tmp_path / "exports" / "separate_softmax" / "2"))
+    outputs = served.signatures[export.SERVE_FLOAT](clips=tf.constant(clips))
+    np.testing.assert_allclose(outputs["probabilities"].numpy(), expected, atol=1e-5)

@@ -247,6 +247,22 @@ def test_writer_bad_arguments_exit_2(tmp_path, capsys):
     assert write_cli.main(["--videos", "x.csv"]) == 2  # missing --output etc.
 
 
+def test_writer_videos_must_be_a_csv_list(tmp_path, capsys):
+    common = ["--output", str(tmp_path / "o"), "--name", "x", "--num-shards", "1", "--quiet"]
+    clip = write_moving_video(str(tmp_path / "clip.mp4"), 4, 32, 32, fps=25)
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes("path,label\ncaf\xe9.mp4,1\n".encode("latin-1"))
+    for given, reason in (
+        (tmp_path, "is a folder"),
+        (clip, "is a binary file (a video?)"),
+        (latin, "is not UTF-8 text (byte 14)"),
+    ):
+        assert write_cli.main(["--videos", str(given), *common]) == 2
+        error = capsys.readouterr().err.strip().splitlines()[-1]
+        assert error.startswith(f"keras-vswin write-shards: error: --videos {str(given)!r}: ")
+        assert reason in error and "expected a CSV file" in error
+
+
 def test_label_resolution_rules(tmp_path):
     (tmp_path / "ints.csv").write_text("path,label\na.mp4,3\nb.mp4,0\nc.mp4,\n")
     entries, names = write_cli.read_video_list(str(tmp_path / "ints.csv"))
@@ -345,3 +361,21 @@ def test_inspect_reports_corrupt_shards(csv_job, tmp_path, capsys):
     assert inspect_cli.main([str(tmp_path)]) == inspect_cli.EXIT_CORRUPT
     assert "truncated record" in capsys.readouterr().out
     assert inspect_cli.main([str(tmp_path / "nothing-*.tfrecord")]) == inspect_cli.EXIT_USAGE
+
+
+def test_inspect_reports_missing_shards(csv_job, tmp_path, capsys):
+    # What a killed writer leaves: shards 0 and 2 of 3, no shard 1.
+    complete = csv_job["output"]
+    for index in (0, 2):
+        name = f"train-{index:05d}-of-00003.tfrecord"
+        (tmp_path / name).write_bytes((complete / name).read_bytes())
+    assert inspect_cli.main([str(tmp_path)]) == inspect_cli.EXIT_CORRUPT
+    out = capsys.readouterr().out
+    missing = f"{tmp_path}/train-00001-of-00003.tfrecord"
+    assert f"{missing}: missing: only 2 of the 3 shards of 'train' exist" in out
+    assert inspect_cli.main([str(tmp_path), "--json"]) == inspect_cli.EXIT_CORRUPT
+    problems = json.loads(capsys.readouterr().out)["problems"]
+    assert [(p["file"], p["record"]) for p in problems] == [(missing, None)]
+    # A glob that picks part of a complete set misses nothing.
+    assert inspect_cli.main([str(complete / "train-00000-*"), "--json"]) == inspect_cli.EXIT_OK
+    assert json.loads(capsys.readouterr().out)["problems"] == []

@@ -673,3 +673,71 @@ def train_history(run_dir):
 
     with open(os.path.join(run_dir, "history.csv")) as handle:
         return [{k: float(v) for k, v in row.items() if v} for row in csv.DictReader(handle)]
+
+
+BACKUP_RUN = """
+import json, os, sys, time
+import keras
+import numpy as np
+from keras_vswin import finetune as vt
+
+
+class HangsOnSecondSave(keras.Sequential):
+    saves = 0
+
+    def save_weights(self, filepath, **kwargs):
+        super().save_weights(filepath, **kwargs)
+        HangsOnSecondSave.saves += 1
+        if HangsOnSecondSave.saves == 2 and sys.argv[2] == "kill":  # written, not yet renamed
+            print(filepath, flush=True)
+            time.sleep(600)
+
+
+keras.utils.set_random_seed(0)
+kind = HangsOnSecondSave if sys.argv[2] == "kill" else keras.Sequential
+model = kind([keras.Input((4,)), keras.layers.Dense(2)])
+model.compile(optimizer="sgd", loss="mse")
+backup = vt.TrainingBackup(sys.argv[1], steps_per_epoch=4, save_freq=1)
+if sys.argv[2] == "kill":
+    x = np.ones((8, 4), "float32")
+    model.fit(x, x[:, :2], batch_size=2, epochs=1, callbacks=[backup], verbose=0)
+else:
+    point = backup.restore(model)
+    print(json.dumps({"step": point.step, "files": sorted(os.listdir(sys.argv[1]))}))
+"""
+
+
+def test_killed_backup_leaves_no_temporary_for_the_next_run(tmp_path):
+    backup_dir = str(tmp_path / "backup")
+    killed = subprocess.Popen(
+        [sys.executable, "-c", BACKUP_RUN, backup_dir, "kill"],
+        cwd=ROOT,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        temporary = killed.stdout.readline().strip()
+        assert os.path.basename(temporary).startswith(".state-000000002.tmp-"), temporary
+        killed.send_signal(signal.SIGKILL)  # while the second state is being written
+        killed.wait(timeout=30)
+    finally:
+        if killed.poll() is None:
+            killed.kill()
+        killed.stdout.close()
+    assert os.path.exists(temporary)
+    time.sleep(0.05)  # the next run starts later (its start is known to a clock tick)
+    restarted = subprocess.run(
+        [sys.executable, "-c", BACKUP_RUN, backup_dir, "restore"],
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert restarted.returncode == 0, restarted.stderr[-3000:]
+    result = json.loads(restarted.stdout.strip().splitlines()[-1])
+    assert result == {
+        "step": 1,  # the last complete state
+        "files": ["state-000000001.json", "state-000000001.weights.h5"],
+    }

@@ -6,20 +6,25 @@ the official layout. The registry gets a test entry for it (and the variant tabl
 size "X") through monkeypatch.
 """
 
+import hashlib
 import http.server
 import io
 import json
 import logging
 import os
 import re
+import signal
+import stat
+import subprocess
 import sys
 import threading
+import time
 
 import keras
 import numpy as np
 import pytest
 
-from keras_vswin import VideoSwin, model, presets, weights
+from keras_vswin import VideoSwin, atomic, model, presets, weights
 from keras_vswin import convert as conv
 from keras_vswin.preprocessing import MEAN_RGB, STD_RGB, load_labels
 
@@ -59,7 +64,7 @@ def test_registry_entries_are_complete():
             assert info["url"].startswith("https://") and info["filename"].endswith(".pth")
             assert info["architecture"]["window_size"] == entry["window_size"]
             assert info["architecture"]["embed_dim"] == model.VARIANTS[variant]["embed_dim"]
-            assert 0 < info["top1"] < info["top5"] < 100 and info["sha256"] is None
+            assert 0 < info["top1"] < info["top5"] < 100
     assert set(presets.PRESETS["kinetics400"]["variants"]) == {"T", "S", "B"}
     sthv2 = weights.weights_info("something_something_v2", "B")
     assert sthv2["window_size"] == (16, 7, 7) and sthv2["classes"] == 174
@@ -82,15 +87,14 @@ def test_pretrained_overrides():
 # A generated checkpoint, a local server, a test registry entry
 
 
-@pytest.fixture(scope="module")
-def checkpoint():
+def make_checkpoint(seed=0, classes=CLASSES):
     """(torch model, official-layout checkpoint bytes) of a small random Swin3D."""
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     reference = swin3d.SwinTransformer3d(
         patch_size=[2, 4, 4],
         window_size=list(WINDOW),
         stochastic_depth_prob=0.0,
-        num_classes=CLASSES,
+        num_classes=classes,
         **{k: list(v) if isinstance(v, tuple) else v for k, v in BACKBONE.items()},
     ).eval()
     with torch.no_grad():
@@ -101,6 +105,11 @@ def checkpoint():
     buffer = io.BytesIO()
     torch.save({"state_dict": {k: torch.from_numpy(v) for k, v in official.items()}}, buffer)
     return reference, buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def checkpoint():
+    return make_checkpoint()
 
 
 def torch_logits(reference, clip=CLIP):
@@ -122,13 +131,18 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             start = int(match[1])
         payload = body[start:]
         self.send_response(206 if start else 200)
-        self.send_header("Content-Length", str(len(payload)))
+        if not server.no_length:  # else the body ends when the connection closes (HTTP/1.0)
+            self.send_header("Content-Length", str(len(payload)))
         if start:
-            self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+            total = "*" if server.no_length else len(body)
+            self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{total}")
         self.end_headers()
-        if server.drops > 0:  # announce the whole file, send half, hang up
+        if server.drops > 0:  # announce the whole file, send half, hang up (or hang)
             server.drops -= 1
             self.wfile.write(payload[: len(payload) // 2])
+            self.wfile.flush()
+            if server.stall is not None:
+                server.stall.wait(120)
             return
         self.wfile.write(payload)
 
@@ -141,9 +155,12 @@ def server(checkpoint):
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     httpd.files = {FILENAME: checkpoint[1]}
     httpd.requests, httpd.drops, httpd.honour_range = [], 0, True
+    httpd.no_length, httpd.stall = False, None
     thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     yield httpd
+    if httpd.stall is not None:
+        httpd.stall.set()
     httpd.shutdown()
     httpd.server_close()
 
@@ -157,8 +174,8 @@ def registry(monkeypatch, tmp_path, server):
         labels=None,
         classes=CLASSES,
         window_size=WINDOW,
-        views="1x1",
-        preprocessing=presets.KINETICS_PREPROCESSING,
+        protocol=presets.KINETICS,
+        preprocessing=presets.NORMALISATION,
         variants={"X": dict(url=presets.OFFICIAL + FILENAME, pretrain="-", top1=1, top5=2)},
     )
     monkeypatch.setitem(presets.PRESETS, "test_weights", entry)
@@ -181,7 +198,7 @@ def test_download_convert_cache_reuse(registry, server, checkpoint):
     assert len(server.requests) == 1
     stem = FILENAME[: -len(".pth")]
     assert sorted(os.listdir(registry)) == sorted(
-        [FILENAME, stem + ".weights.h5", stem + ".weights.json"]
+        [FILENAME, FILENAME + ".json", stem + ".weights.h5", stem + ".weights.json"]
     )
     converted = registry / (stem + ".weights.h5")
     sidecar = json.loads((registry / (stem + ".weights.json")).read_text())
@@ -311,6 +328,154 @@ def test_wrong_file_behind_a_registry_url(registry, server, checkpoint):
     with pytest.raises(ValueError, match="not the checkpoint the registry describes"):
         tiny(classes=9, weights="test_weights")
     assert not any(name.endswith(".weights.h5") for name in os.listdir(registry))
+
+
+def sha256(data):
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_known_hashes_come_from_the_presets_and_torchvision_file_names():
+    tiny_k400 = weights.weights_info("kinetics400", "T")
+    assert weights.known_sha256(tiny_k400) == (
+        presets.PRESETS["kinetics400"]["variants"]["T"]["sha256"],
+        "the presets table",
+    )
+    assert len(weights.known_sha256(weights.weights_info("something_something_v2", "B"))[0]) == 64
+    for variant, prefix in {"T": "7615ae03", "S": "da41c237", "B": "24f7c7c6"}.items():
+        info = weights.weights_info("kinetics400_torchvision", variant)
+        assert weights.known_sha256(info) == (prefix, "its file name")
+    assert weights.known_sha256(weights.weights_info("kinetics400", "S")) == (None, None)
+
+
+def test_a_half_file_without_length_is_never_cached(registry, server, checkpoint):
+    server.no_length, server.drops = True, 10**6  # every response stops half way, no length
+    with pytest.raises(weights.WeightsDownloadError, match="does not parse") as error:
+        tiny(classes=CLASSES, weights="test_weights")
+    assert "after 3 attempts" in str(error.value)
+    half = len(checkpoint[1]) // 2
+    three_quarters = half + (len(checkpoint[1]) - half) // 2
+    # Resumed where each attempt stopped; no attempt was taken for the whole file.
+    assert [r[1] for r in server.requests] == [None, f"bytes={half}-", f"bytes={three_quarters}-"]
+    assert os.listdir(registry) == []
+    server.drops = 0  # the next run gets the whole file (still without a length)
+    model_ = tiny(classes=CLASSES, weights="test_weights")
+    np.testing.assert_allclose(model_(CLIP), torch_logits(checkpoint[0]), atol=TOLERANCE)
+    record = json.loads((registry / (FILENAME + ".json")).read_text())
+    assert record["sha256"] == sha256(checkpoint[1]) and record["bytes"] == len(checkpoint[1])
+    assert record["verified_by"] == "parsed, loaded"
+
+
+@pytest.mark.parametrize("cached", ["another architecture", "half a file"])
+def test_a_cached_file_that_fails_to_load_is_moved_aside(registry, server, checkpoint, cached):
+    # Left by an older version (no record): never reused, fetched again.
+    bad = make_checkpoint(1, classes=9)[1] if cached == "another architecture" else None
+    bad = bad or checkpoint[1][: len(checkpoint[1]) // 2]
+    os.makedirs(registry)
+    (registry / FILENAME).write_bytes(bad)
+    for _ in range(2):  # the second run uses the cache as it is now
+        loaded = tiny(classes=CLASSES, weights="test_weights")
+        np.testing.assert_allclose(loaded(CLIP), torch_logits(checkpoint[0]), atol=TOLERANCE)
+        assert len(server.requests) == 1
+    assert (registry / FILENAME).read_bytes() == checkpoint[1]
+    assert (registry / (FILENAME + weights.REJECTED_SUFFIX)).read_bytes() == bad
+
+
+def test_every_use_is_checked_against_the_recorded_hash(registry, server, checkpoint, caplog):
+    path, state_dict = weights.registry_checkpoint("test_weights", "X", progress=False)
+    assert len(state_dict) == len(conv.read_state_dict(path))
+    record = json.loads(open(weights.record_path(path)).read())
+    assert record["sha256"] == sha256(checkpoint[1]) and record["verified_by"] == "length, loaded"
+    swapped = make_checkpoint(1)[1]  # loads into the same architecture, but is another file
+    with open(path, "wb") as f:
+        f.write(swapped)
+    with caplog.at_level(logging.WARNING, logger="keras_vswin"):
+        again, _ = weights.registry_checkpoint("test_weights", "X", progress=False)
+    assert f"not the recorded {record['sha256']}" in caplog.text
+    assert len(server.requests) == 2 and open(again, "rb").read() == checkpoint[1]
+    assert open(again + weights.REJECTED_SUFFIX, "rb").read() == swapped
+    weights.registry_checkpoint("test_weights", "X", progress=False)  # matches: no request
+    assert len(server.requests) == 2
+
+
+@pytest.mark.parametrize("where", ["presets", "file name"])
+def test_a_known_sha256_is_enforced(registry, server, checkpoint, where):
+    digest = sha256(checkpoint[1])
+    variant = presets.PRESETS["test_weights"]["variants"]["X"]
+
+    def publish(filename, sha256=None):
+        server.files = {filename: checkpoint[1]}
+        variant.update(url=presets.OFFICIAL + filename, sha256=sha256)
+        return filename
+
+    if where == "presets":
+        wrong = publish(FILENAME, sha256="0" * 64)
+    else:
+        wrong = publish(f"swin_x-{'0' * 8}.pth")
+    with pytest.raises(weights.WeightsDownloadError, match=f"SHA-256 is {digest}, not the exp"):
+        weights.registry_checkpoint("test_weights", "X", progress=False)
+    assert os.listdir(registry) == [], wrong  # nothing kept
+
+    right = publish(FILENAME, sha256=digest) if where == "presets" else None
+    right = right or publish(f"swin_x-{digest[:8]}.pth")
+    path, _ = weights.registry_checkpoint("test_weights", "X", progress=False)
+    assert os.path.basename(path) == right
+    record = json.loads(open(weights.record_path(path)).read())
+    assert record["verified_by"] == "length, known SHA-256, loaded"
+
+
+DOWNLOAD = "import sys; from keras_vswin import weights; weights.download(*sys.argv[1:3])"
+
+
+def test_a_killed_download_is_resumed_by_the_next_process(registry, server, checkpoint):
+    data = checkpoint[1]
+    server.drops, server.stall = 1, threading.Event()  # sends half, then hangs
+    url = f"http://127.0.0.1:{server.server_address[1]}/{FILENAME}"
+    target = registry / FILENAME
+    command = [sys.executable, "-c", DOWNLOAD, url, str(target)]
+    first = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.DEVNULL)
+    deadline, parts = time.time() + 180, []
+    try:
+        while time.time() < deadline and first.poll() is None:
+            names = os.listdir(registry) if registry.exists() else []
+            parts = [registry / n for n in names if atomic.TEMPORARY_MARK in n]
+            if parts and os.path.getsize(parts[0]) == len(data) // 2:
+                break
+            time.sleep(0.05)
+        assert first.poll() is None, "the download ended before it could be killed"
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=30)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert [p.name for p in registry.iterdir()] == [parts[0].name]  # no file, half a part
+    time.sleep(0.05)  # the next run starts later (its start is known to a clock tick)
+    second = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "Resuming" in second.stderr
+    assert server.requests[-1] == (f"/{FILENAME}", f"bytes={len(data) // 2}-")
+    assert target.read_bytes() == data
+    assert sorted(os.listdir(registry)) == [FILENAME, FILENAME + ".json"]
+
+
+def test_cache_files_and_converter_outputs_get_the_umask_permissions(registry, server, tmp_path):
+    from keras_vswin.cli import convert as cli
+
+    previous = os.umask(0o002)  # group-writable: 0664 files, 0775 folders
+    try:
+        tiny(classes=CLASSES, weights="test_weights")
+        for name in ("m.keras", "m.weights.h5", "saved_model"):
+            assert cli.main(["test_weights", "-o", str(tmp_path / "out" / name), "-q"]) == 0
+    finally:
+        os.umask(previous)
+    modes = {}
+    for top in (registry, tmp_path / "out"):
+        for root, folders, files in os.walk(top):
+            for name in [*folders, *files, "."]:
+                path = os.path.join(root, name)
+                modes[path] = (os.path.isdir(path), stat.S_IMODE(os.stat(path).st_mode))
+    assert len(modes) > 12
+    wrong = {p: oct(m) for p, (folder, m) in modes.items() if m != (0o775 if folder else 0o664)}
+    assert not wrong
 
 
 # ----------------------------------------------------------------------------------------------

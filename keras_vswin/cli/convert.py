@@ -173,7 +173,7 @@ def convert(args):
     from keras_vswin import presets, weights
     from keras_vswin.preprocessing import load_labels
 
-    source, labels, expected = args.source, args.labels, None
+    source, labels, expected, state_dict = args.source, args.labels, None, None
     if source in presets.PRESETS:
         variants = list(presets.PRESETS[source]["variants"])
         variant = args.variant or (variants[0] if len(variants) == 1 else None)
@@ -184,10 +184,14 @@ def convert(args):
         if not (args.skip_head or args.no_top):
             labels = labels or info["labels"]
         progress.say(f"registry weights {source} ({variant}): {info['url']}")
-        source = weights.checkpoint_path(source, variant, progress=not args.quiet)
+        # Downloaded (or taken from the cache) and read once, verified.
+        source, state_dict = weights.registry_checkpoint(source, variant, not args.quiet)
 
     with progress.step(f"reading {source} ({os.path.getsize(source) / 2**20:.1f} MiB)"):
-        state_dict = conv.read_state_dict(source, allow_unknown_globals=args.allow_unknown_globals)
+        if state_dict is None:
+            state_dict = conv.read_state_dict(
+                source, allow_unknown_globals=args.allow_unknown_globals
+            )
         progress.say(f"      {len(state_dict)} tensors")
 
     with progress.step("mapping keys and building the Keras model"):

@@ -72,6 +72,13 @@ def build_parser():
         help="class names: a label set name or a text file (default: from the class count)",
     )
     parser.add_argument("--top-k", type=int, default=5, help="top classes returned (default 5)")
+    parser.add_argument(
+        "--logits-layer",
+        metavar="NAME",
+        default=None,
+        help="the layer whose output are the logits, for .keras models whose head is not a "
+        "Dense layer (softmax or none) or a Dense followed by a softmax layer",
+    )
     views.add_arguments(parser)
     parser.add_argument(
         "--precision",
@@ -162,6 +169,7 @@ def main(argv=None):
             antialias=args.antialias,
             precision=args.precision,
             jit_compile=args.jit,
+            logits_layer=args.logits_layer,
         )
     except (ValueError, OSError, ImportError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -173,9 +173,14 @@ def verify(
         variant = variant or (variants[0] if len(variants) == 1 else None)
         if variant is None:
             raise ValueError(f"{source} exists for {variants}: choose one with --variant.")
-        source = weights.checkpoint_path(source, variant)
+        source, state_dict = weights.registry_checkpoint(source, variant)
+    else:
+        state_dict = None
     started = time.perf_counter()
-    state_dict = convert.read_state_dict(source, allow_unknown_globals=allow_unknown_globals)
+    if state_dict is None:
+        state_dict = convert.read_state_dict(
+            source, allow_unknown_globals=allow_unknown_globals
+        )
     arch = convert.infer_architecture(state_dict, layout)
     layout = arch["layout"]
     with_head = arch["classes"] is not None

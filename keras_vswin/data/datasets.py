@@ -25,7 +25,8 @@ parallelism.
 Corrupt data (a damaged or truncated shard, a record that is not a SequenceExample, a JPEG that
 does not decode) never yields garbage. By default the pipeline raises
 `tf.errors.InvalidArgumentError` whose message names the shard and says what is wrong (the
-original decoding error is logged just before). With `skip_corrupt=True` (or a `CorruptRecords`
+original decoding error is logged just before). So does a label outside `[0, num_classes)`
+(naming the shard, the video and the label). With `skip_corrupt=True` (or a `CorruptRecords`
 instance) the bad records are dropped, logged and counted.
 """
 
@@ -102,6 +103,8 @@ class CorruptRecords:
         records: records that did not parse or decode.
         damaged_files: shards whose end could not be read (truncated or corrupted framing),
             with the number of records read before the damage.
+        bad_labels: `(shard, video, label)` of records whose label is outside
+            `[0, num_classes)`.
         by_file: `{shard: number of problems}`.
     """
 
@@ -109,12 +112,22 @@ class CorruptRecords:
         self._lock = threading.Lock()
         self.records = 0
         self.damaged_files = []
+        self.bad_labels = []
         self.by_file = {}
 
     @property
     def total(self):
-        """Bad records plus damaged shard tails (each counted once)."""
-        return self.records + len(self.damaged_files)
+        """Bad records, records with bad labels, damaged shard tails (each counted once)."""
+        return self.records + len(self.bad_labels) + len(self.damaged_files)
+
+    def _report_label(self, shard, video, label):
+        shard = shard.numpy().decode("utf-8", "replace")
+        video, label = video.numpy().decode("utf-8", "replace"), int(label.numpy())
+        with self._lock:
+            self.bad_labels.append((shard, video, label))
+            self.by_file[shard] = self.by_file.get(shard, 0) + 1
+        _LOG.warning("skipped video %s of %s: label %d is outside the classes", video, shard, label)
+        return True
 
     def _report(self, filename, read, survivors, bytes_read, size):
         filename = filename.numpy().decode("utf-8", "replace")
@@ -140,7 +153,10 @@ class CorruptRecords:
         return True
 
     def __repr__(self):
-        return f"CorruptRecords(records={self.records}, damaged_files={len(self.damaged_files)})"
+        return (
+            f"CorruptRecords(records={self.records}, bad_labels={len(self.bad_labels)}, "
+            f"damaged_files={len(self.damaged_files)})"
+        )
 
 
 def _corrupt_message(filename, read, survivors, bytes_read, size):
@@ -242,7 +258,59 @@ def _read_shard(filename, size, file_seed, decode, placeholder, config):
 
     stream = stream.map(check)
     stream = stream.filter(lambda is_sentinel, element: tf.logical_not(is_sentinel))
-    return stream.map(lambda is_sentinel, element: element)
+    return _check_labels(stream.map(lambda is_sentinel, element: element), filename, config)
+
+
+def _check_labels(elements, filename, config):
+    """Fails on a label outside `[0, num_classes)` (one_hot would make it an all-zero target),
+    naming the shard, the video and the label; with `skip_corrupt` drops and counts it."""
+    num_classes, counter = config["num_classes"], config["counter"]
+
+    def valid(element):
+        label = element["label"]
+        return (label >= 0) & (label < num_classes) if num_classes else label >= 0
+
+    if counter is not None:
+
+        def keep(element):
+            ok = valid(element)
+            report = [filename, element["filename"], element["label"]]
+            reported = tf.cond(
+                ok,
+                lambda: tf.constant(True),
+                lambda: tf.py_function(counter._report_label, report, tf.bool),
+            )
+            with tf.control_dependencies([reported]):
+                return tf.identity(ok)
+
+        return elements.filter(keep)
+
+    def assert_valid(element):
+        ok = valid(element)
+
+        def fail():  # the message is built only for a bad label
+            message = tf.strings.join(
+                [
+                    "keras_vswin.data: shard ",
+                    filename,
+                    ", video ",
+                    element["filename"],
+                    ": label ",
+                    tf.strings.as_string(element["label"]),
+                    f" is outside [0, {num_classes or 'inf'})",
+                    tf.where(element["label"] == -1, " (-1: the video has no label)", ""),
+                    "; fix the shards (or num_classes), or pass skip_corrupt=True to skip such "
+                    "records",
+                ]
+            )
+            with tf.control_dependencies([tf.debugging.Assert(ok, [message], summarize=1)]):
+                return tf.identity(ok)
+
+        checked = tf.cond(ok, lambda: ok, fail)
+        with tf.control_dependencies([checked]):
+            return {key: tf.identity(value) for key, value in element.items()}
+
+    return elements.map(assert_valid)
 
 
 def _files_dataset(files, input_context, training, seed):

@@ -11,7 +11,11 @@ The contact sheet has one row per video (its label and file name above it) and `
 spaced frames across, each scaled to fit a `--cell` box (default 128x96). Its size is
 `width = 4 + frames * (cell_width + 4)` and `height = 4 + clips * (18 + cell_height + 4)`.
 
-Exit status: 0; 1 when some records or files are corrupt (they are listed); 2 for bad arguments.
+Shards named `{name}-{index:05d}-of-{count:05d}.tfrecord` form a set: a set with absent members
+(a writer killed half way) is reported with the missing files.
+
+Exit status: 0; 1 when some records or files are corrupt or shards of a set are missing (they are
+listed); 2 for bad arguments.
 """
 
 from __future__ import annotations
@@ -124,6 +128,38 @@ def scan_shards(files, verify=False):
     return videos, problems
 
 
+def missing_shards(files):
+    """Problems (as `scan_shards` lists them, `record` None) for the members of the shard sets
+    in `files` (`{name}-{i:05d}-of-{n:05d}.tfrecord`) that do not exist. Members that a narrower
+    glob left out of `files` but that exist are not missing."""
+    import tensorflow as tf
+
+    from keras_vswin.data import schema
+
+    sets = {}
+    for path in files:
+        folder, _, base = path.rpartition("/")
+        parsed = schema.parse_shard_filename(base)
+        if parsed is not None:
+            name, index, count = parsed
+            sets.setdefault((folder, name, count), set()).add(index)
+    problems = []
+    for (folder, name, count), indices in sorted(sets.items()):
+        absent = [
+            f"{folder}/{schema.shard_filename(name, index, count)}"
+            for index in range(count)
+            if index not in indices
+        ]
+        absent = [path for path in absent if not tf.io.gfile.exists(path)]
+        for path in absent:
+            error = (
+                f"missing: only {count - len(absent)} of the {count} shards of {name!r} exist "
+                "(was the writer stopped? run it again to finish the set)"
+            )
+            problems.append({"file": path, "record": None, "error": error})
+    return problems
+
+
 def summarize(files, videos, problems):
     """Statistics dict of a scan."""
     per_file = {path: 0 for path in files}
@@ -187,7 +223,8 @@ def print_summary(stats, out=None):
     if stats["problems"]:
         print(f"{len(stats['problems'])} problem(s):", file=out)
         for problem in stats["problems"]:
-            print(f"  {problem['file']} record {problem['record']}: {problem['error']}", file=out)
+            where = "" if problem["record"] is None else f" record {problem['record']}"
+            print(f"  {problem['file']}{where}: {problem['error']}", file=out)
 
 
 def _record(path, index):
@@ -233,7 +270,8 @@ def build_parser():
     parser = argparse.ArgumentParser(
         prog="keras-vswin inspect-shards",
         description="Statistics of TFRecord video shards, and a contact sheet PNG.",
-        epilog="Exit status: 0; 1 when corrupt records or files were found; 2 for bad arguments.",
+        epilog="Exit status: 0; 1 when corrupt records or files, or missing shards, were found; "
+        "2 for bad arguments.",
     )
     parser.add_argument("shards", nargs="+", help="shard folder(s), glob(s) or file(s)")
     parser.add_argument("--contact-sheet", metavar="OUT.png", help="write a contact sheet")
@@ -276,6 +314,7 @@ def main(argv=None):
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
         return EXIT_USAGE
     videos, problems = scan_shards(files, verify=args.verify)
+    problems += missing_shards(files)
     stats = summarize(files, videos, problems)
     if args.json:
         print(json.dumps(stats, indent=2))

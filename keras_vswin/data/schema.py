@@ -24,6 +24,8 @@ Shard files are named `{name}-{index:05d}-of-{count:05d}.tfrecord` (see `shard_f
 
 from __future__ import annotations
 
+import re
+
 import tensorflow as tf
 
 IMAGE_ENCODED = "image/encoded"
@@ -58,6 +60,17 @@ SEQUENCE_FEATURES = {IMAGE_ENCODED: tf.io.FixedLenSequenceFeature([], tf.string)
 def shard_filename(name, index, count):
     """`{name}-{index:05d}-of-{count:05d}.tfrecord`."""
     return f"{name}-{index:05d}-of-{count:05d}{SHARD_SUFFIX}"
+
+
+_SHARD_FILENAME = re.compile(r"(?P<name>.+)-(?P<index>\d{5,})-of-(?P<count>\d{5,})\.tfrecord")
+
+
+def parse_shard_filename(filename):
+    """`(name, index, count)` of a `shard_filename` (a base name), else None."""
+    match = _SHARD_FILENAME.fullmatch(filename)
+    if match is None or int(match["index"]) >= int(match["count"]):
+        return None
+    return match["name"], int(match["index"]), int(match["count"])
 
 
 def make_sequence_example(

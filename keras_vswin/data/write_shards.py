@@ -136,8 +136,26 @@ def read_video_list(csv_path, class_names=None, root=None):
 
     if not tf.io.gfile.exists(csv_path):
         raise InputError(f"--videos {csv_path!r}: file not found")
-    with tf.io.gfile.GFile(csv_path, "r") as handle:
-        rows = list(csv.reader(handle))
+    expected = "expected a CSV file listing the videos (a 'path' column)"
+    if tf.io.gfile.isdir(csv_path):
+        raise InputError(
+            f"--videos {csv_path!r}: is a folder; {expected}, or pass a folder of class "
+            "folders with --video-dir"
+        )
+    with tf.io.gfile.GFile(csv_path, "rb") as handle:
+        raw = handle.read()
+    if b"\0" in raw[:65536]:
+        raise InputError(f"--videos {csv_path!r}: is a binary file (a video?); {expected}")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise InputError(
+            f"--videos {csv_path!r}: is not UTF-8 text (byte {error.start}); {expected}"
+        ) from None
+    try:
+        rows = list(csv.reader(io.StringIO(text)))
+    except csv.Error as error:
+        raise InputError(f"--videos {csv_path!r}: {error}; {expected}") from None
     rows = [row for row in rows if any(cell.strip() for cell in row)]
     if not rows:
         raise InputError(f"--videos {csv_path!r}: the file is empty")

@@ -90,6 +90,8 @@ class TrainingBackup(keras.callbacks.Callback):
     step, history, running metrics) through temporary files and renames; the JSON is the commit
     record, so a kill at any moment leaves the previous state readable. Older states are
     deleted (`keep` are kept). States whose loss or weights are not finite are never written.
+    The temporaries a killed run left behind are removed by the next run (`restore`, and its
+    first backup).
 
     Use `restore()` before `fit`, then run the rest of the interrupted epoch with
     `steps_per_epoch` reduced by `ResumePoint.step` (and the data stream advanced by
@@ -116,8 +118,15 @@ class TrainingBackup(keras.callbacks.Callback):
         self._offset = 0  # steps of the current epoch done before this fit call
         self._partial = {}
         self._resumed_epoch = None
+        self._cleaned = False
 
     # -- files
+
+    def _remove_stale(self):
+        """Removes the temporaries of killed runs (once; only the writer: they are its files)."""
+        if self.write and not self._cleaned:
+            atomic.remove_stale(self.backup_dir)
+            self._cleaned = True
 
     def states(self):
         """Names of the complete states in `backup_dir`, newest first."""
@@ -132,6 +141,7 @@ class TrainingBackup(keras.callbacks.Callback):
 
         Returns a `ResumePoint` (epoch 0, step 0 when there is nothing to restore).
         """
+        self._remove_stale()
         gfile = _gfile()
         for name in self.states():
             meta_path = os.path.join(self.backup_dir, name)
@@ -173,6 +183,7 @@ class TrainingBackup(keras.callbacks.Callback):
             return
         gfile = _gfile()
         gfile.makedirs(self.backup_dir)
+        self._remove_stale()
         global_step = epoch * self.steps_per_epoch + step
         base = os.path.join(self.backup_dir, f"state-{global_step:09d}")
         with atomic.atomic_path(base + ".weights.h5") as tmp:
@@ -265,6 +276,8 @@ class AtomicModelCheckpoint(keras.callbacks.Callback):
             return
         gfile = _gfile()
         gfile.makedirs(self.directory)
+        if self.last_saved is None:  # first save of this run: a killed run's temporaries go
+            atomic.remove_stale(self.directory)
         path = os.path.join(self.directory, f"epoch-{epoch + 1:03d}.keras")
         with atomic.atomic_path(path) as tmp:
             self.model.save(tmp)
