@@ -920,7 +920,7 @@ def load_2d_state_dict(model, state_dict_2d, method="inflate"):
 # Checkpoint -> model
 
 
-def read_state_dict(path, allow_unknown_globals=False):
+def read_state_dict(path, allow_unknown_globals=False, memory_budget=None):
     """`{key: numpy array}` of a PyTorch checkpoint file, read without unpickling code.
 
     Uses `keras_vswin.checkpoint_reader`, which builds only tensors and plain containers within
@@ -928,9 +928,12 @@ def read_state_dict(path, allow_unknown_globals=False):
     anywhere (the weights, `meta`, `optimizer`, ...), is refused with
     `checkpoint_reader.UnsafeCheckpointError` naming it, unless `allow_unknown_globals=True`:
     then those objects become inert placeholders (still nothing is imported or called) and a
-    warning names them; the weights themselves must be arrays.
+    warning names them; the weights themselves must be arrays. `memory_budget` (bytes) raises
+    the reader's default budget for a trusted file that needs more.
     """
-    checkpoint = reader.load_checkpoint(path, allow_unknown_globals=allow_unknown_globals)
+    checkpoint = reader.load_checkpoint(
+        path, allow_unknown_globals=allow_unknown_globals, memory_budget=memory_budget
+    )
     return reader.state_dict_from_checkpoint(checkpoint)
 
 

@@ -504,6 +504,8 @@ def test_metadata_objects_are_refused_unless_allowed(tmp_path, reference, caplog
     assert str(path) in caplog.text and not marker.exists()
     converted, report, _ = weights.convert_state_dict(state_dict, classifier_activation=None)
     assert report.ok
+    with pytest.raises(ValueError, match="memory budget of 1.0 KiB"):
+        conv.read_state_dict(str(path), allow_unknown_globals=True, memory_budget=1024)
     np.testing.assert_allclose(converted(clip), torch_logits(model, clip), atol=TOLERANCE)
 
 
