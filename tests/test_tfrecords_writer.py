@@ -3,6 +3,7 @@
 Shards are read back with plain `tf.io.parse_single_sequence_example`, not with our reader.
 """
 
+import io
 import json
 import os
 import signal
@@ -94,6 +95,36 @@ def test_other_formats_decode_to_rgb(tmp_path, codec, pix_fmt, suffix, channels)
     decoded = video.read_video(path).frames
     assert decoded.shape == (6, 32, 48, 3)
     np.testing.assert_array_equal(frame_index(decoded), np.arange(6))
+
+
+def test_fast_paths_give_the_reference_pixels_and_jpeg_bytes(tmp_path):
+    """The planar-RGB scaler path equals FFmpeg's packed RGB conversion, and the JPEG frames of
+    `iter_jpeg_frames` equal PIL's JPEG of the `iter_frames` arrays, byte for byte."""
+    import av
+
+    from keras_vswin.video import _interpolation
+
+    rng = np.random.default_rng(0)
+    frames = moving_frames(8, 72, 96)
+    frames[:, ::2] = rng.integers(0, 256, frames[:, ::2].shape, dtype=np.uint8)  # colour detail
+    path = str(tmp_path / "c.webm")
+    video.write_video(path, frames, fps=10, codec="libvpx-vp9")
+    with av.open(path) as container:
+        reference = [
+            f.reformat(
+                width=53, height=40, format="rgb24", interpolation=_interpolation()
+            ).to_ndarray()
+            for f in container.decode(video=0)
+        ]
+    arrays = list(video.iter_frames(path, short_side=40))
+    np.testing.assert_array_equal(np.stack(arrays), np.stack(reference))
+    jpegs = list(video.iter_jpeg_frames(path, quality=87, short_side=40, fps=15))
+    expected = []
+    for array in video.iter_frames(path, short_side=40, fps=15):
+        buffer = io.BytesIO()
+        Image.fromarray(array).save(buffer, format="JPEG", quality=87)
+        expected.append(buffer.getvalue())
+    assert len(jpegs) == 12 and jpegs == expected
 
 
 def test_bad_videos_raise_errors_naming_the_file(tmp_path):

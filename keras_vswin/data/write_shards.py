@@ -279,17 +279,11 @@ def shard_fingerprint(entries, settings, name, num_shards, index):
 # Encoding
 
 
-def encode_jpeg(frame, quality):
-    """`(height, width, 3)` uint8 RGB -> JPEG bytes (PIL/libjpeg-turbo, 4:2:0)."""
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(frame).save(buffer, format="JPEG", quality=int(quality))
-    return buffer.getvalue()
-
-
 def encode_video(entry, settings, threads=None):
     """Decodes one video and returns `(serialized SequenceExample, number of frames)`.
+
+    The per-video work of every executor: decode, resample, scale and JPEG-encode
+    (`keras_vswin.video.iter_jpeg_frames`), then one `SequenceExample`.
 
     Raises:
         keras_vswin.video.VideoDecodeError: the video cannot be (completely) decoded.
@@ -298,13 +292,16 @@ def encode_video(entry, settings, threads=None):
     from keras_vswin.data import schema
 
     info = video.probe_video(entry.path)
-    jpegs = []
-    height = width = 0
-    for frame in video.iter_frames(
-        entry.path, fps=settings.fps, short_side=settings.short_side, threads=threads
-    ):
-        height, width = frame.shape[:2]
-        jpegs.append(encode_jpeg(frame, settings.jpeg_quality))
+    jpegs = list(
+        video.iter_jpeg_frames(
+            entry.path,
+            quality=settings.jpeg_quality,
+            fps=settings.fps,
+            short_side=settings.short_side,
+            threads=threads,
+        )
+    )
+    height, width = video.resized_shape(info.height, info.width, settings.short_side)
     fps = settings.fps if settings.fps else info.fps
     example = schema.make_sequence_example(
         jpegs,
@@ -318,7 +315,8 @@ def encode_video(entry, settings, threads=None):
         source_height=info.height,
         source_width=info.width,
     )
-    return example.SerializeToString(), len(jpegs)
+    # Deterministic: the context is a map, whose order otherwise varies between processes.
+    return example.SerializeToString(deterministic=True), len(jpegs)
 
 
 # --------------------------------------------------------------------------------------------
