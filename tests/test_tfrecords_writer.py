@@ -302,9 +302,23 @@ def test_label_resolution_rules(tmp_path):
     assert entries[0].path == os.path.join(str(tmp_path), "a.mp4")
     entries, _ = write_cli.read_video_list(str(tmp_path / "ints.csv"), ["x", "y", "z", "w"])
     assert [(e.label_index, e.label_text) for e in entries][:2] == [(3, "w"), (0, "x")]
-    shards = write_cli.assign_shards(list(range(10)), 3, seed=0)
-    assert sorted(sum(shards, [])) == list(range(10)) and [len(s) for s in shards] == [4, 3, 3]
-    assert shards == write_cli.assign_shards(list(range(10)), 3, seed=0)
+    (tmp_path / "twice.csv").write_text("path,label\na.mp4,1\nb.mp4,1\na.mp4,0\n")
+    with pytest.raises(write_cli.InputError, match="line 4: 'a.mp4' is already listed on line 2"):
+        write_cli.read_video_list(str(tmp_path / "twice.csv"))
+
+
+def test_shard_assignment_follows_a_hash_of_the_path():
+    entries = [write_cli.VideoEntry(f"/v/{i}.mp4", f"{i}.mp4", i % 3, "") for i in range(10)]
+    shards = write_cli.assign_shards(entries, 3, seed=0)
+    assert sorted(sum(shards, []), key=entries.index) == entries
+    assert [len(s) for s in shards] == [4, 3, 3]  # dealt round-robin: sizes differ by <= 1
+    # The list's order does not matter, only the hash of each listed path (and the seed).
+    assert write_cli.assign_shards(entries[::-1], 3, seed=0) == shards
+    by_hash = sorted(entries, key=lambda e: write_cli.shard_order_key(e.name, 0))
+    assert shards == [by_hash[k::3] for k in range(3)]
+    assert write_cli.assign_shards(entries, 3, seed=1) != shards
+    # --no-shuffle: list order, round-robin.
+    assert write_cli.assign_shards(entries, 3, seed=None)[1] == entries[1::3]
 
 
 def test_writer_killed_midway_resumes_from_finished_shards(tmp_path):

@@ -14,9 +14,11 @@ sorted order and integer labels are used as they are.
 
 Each video is decoded with PyAV (anything FFmpeg reads), kept at its native frame rate unless
 `--fps` is given, scaled so that its shorter side is `--short-side` pixels (default 256), and
-stored as one JPEG per frame with the keys documented in `keras_vswin.data.schema`. Videos go to
-shards round-robin after a seeded shuffle (`--seed`, `--no-shuffle`), so shards mix classes and a
-re-run assigns every video to the same shard.
+stored as one JPEG per frame with the keys documented in `keras_vswin.data.schema`. Videos are
+ordered by a seeded hash of their path as listed (`--seed`), then dealt to the shards round-robin:
+shards mix classes, their sizes differ by at most one, and a shard's content and order follow
+from the set of listed videos alone (not from the list's order), so every re-run writes the same
+bytes. `--no-shuffle` deals the videos in list order instead.
 
 Robustness:
 - An unreadable, truncated or empty video is skipped and listed, with its error, under
@@ -43,7 +45,6 @@ import hashlib
 import io
 import json
 import os
-import random
 import sys
 import time
 
@@ -169,10 +170,17 @@ def read_video_list(csv_path, class_names=None, root=None):
     label_column = header.index("label") if "label" in header else None
     if root is None:
         root = os.path.dirname(csv_path)
-    listed = []
+    listed, first_line = [], {}
     for line_number, row in enumerate(rows[1:], start=2):
         if path_column >= len(row) or not row[path_column].strip():
             raise InputError(f"--videos {csv_path!r} line {line_number}: no path")
+        path = row[path_column].strip()
+        if path in first_line:  # it would be written twice
+            raise InputError(
+                f"--videos {csv_path!r} line {line_number}: {path!r} is already listed on line "
+                f"{first_line[path]}"
+            )
+        first_line[path] = line_number
         label = ""
         if label_column is not None and label_column < len(row):
             label = row[label_column].strip()
@@ -254,11 +262,18 @@ def scan_video_dir(video_dir, class_names=None, extensions=VIDEO_EXTENSIONS):
     return entries, class_names
 
 
+def shard_order_key(name, seed=0):
+    """The seeded hash of a video's listed path that orders the videos before dealing."""
+    digest = hashlib.sha256(f"{int(seed)}\0{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "big"), name
+
+
 def assign_shards(entries, num_shards, seed=0):
-    """Deterministic assignment: a seeded shuffle (None keeps the order), then round-robin."""
+    """Deterministic assignment: videos ordered by `shard_order_key` (seed None keeps the list
+    order), then dealt round-robin; returns one list of entries per shard."""
     order = list(entries)
     if seed is not None:
-        random.Random(seed).shuffle(order)
+        order.sort(key=lambda entry: shard_order_key(entry.name, seed))
     return [order[index::num_shards] for index in range(num_shards)]
 
 
@@ -667,10 +682,14 @@ def build_parser():
     )
     parser.add_argument("--root", metavar="DIR", help="base folder for relative CSV paths")
     parser.add_argument(
-        "--seed", type=int, default=0, help="seed of the video-to-shard shuffle (default 0)"
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the hash that orders the videos before they are dealt to the shards "
+        "(default 0)",
     )
     parser.add_argument(
-        "--no-shuffle", action="store_true", help="keep the input order (round-robin only)"
+        "--no-shuffle", action="store_true", help="deal the videos in list order instead"
     )
     parser.add_argument(
         "--overwrite", action="store_true", help="rewrite shards that are already complete"
