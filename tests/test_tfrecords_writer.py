@@ -276,6 +276,15 @@ def test_writer_bad_arguments_exit_2(tmp_path, capsys):
     assert write_cli.main([*argv, *common]) == 2
     assert "zebra" in capsys.readouterr().err
     assert write_cli.main(["--videos", "x.csv"]) == 2  # missing --output etc.
+    (tmp_path / "ok.csv").write_text("path,label\na.mp4,0\n")
+    ok = ["--videos", str(tmp_path / "ok.csv"), *common]
+    assert write_cli.main([*ok, "--direct_num_workers", "2"]) == 2  # Beam option, local runner
+    assert "need --runner" in capsys.readouterr().err
+    assert write_cli.main([*ok, "--runner", "FnApiRunner", "--workers", "2"]) == 2
+    assert "--workers is for --runner local" in capsys.readouterr().err
+    (tmp_path / "file").write_text("")
+    assert write_cli.main([*ok[:2], "--output", str(tmp_path / "file" / "o"), *common[2:]]) == 2
+    assert "cannot create the folder" in capsys.readouterr().err
 
 
 def test_writer_videos_must_be_a_csv_list(tmp_path, capsys):
@@ -353,7 +362,9 @@ def test_writer_killed_midway_resumes_from_finished_shards(tmp_path):
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert first.exists(), "the writer did not finish a shard in time"
-    finished = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in output.glob("*.tfrecord")}
+    finished = {  # final names only: the shard being written has a hidden temporary name
+        p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in output.glob("k-*.tfrecord")
+    }
     assert len(finished) < 4, "the writer finished before it was killed"
     for name in finished:  # a file with a final name is always complete
         assert len(read_shard(output / name)) == 2
