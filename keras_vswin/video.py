@@ -17,6 +17,7 @@ from keras_vswin import video
 info = video.probe_video("clip.mp4")           # VideoInfo(width=..., fps=..., ...)
 clip = video.read_video("clip.mp4", fps=15, short_side=256)
 clip.frames.shape                              # (frames, 256, 341, 3), uint8
+jpegs = list(video.iter_jpeg_frames("clip.mp4", short_side=256))  # JPEG bytes, for shards
 video.write_video("copy.mp4", clip.frames, fps=clip.fps)
 ```
 """

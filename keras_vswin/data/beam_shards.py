@@ -21,8 +21,9 @@ output, which the manifest lists. A failed pipeline is resumed by running the sa
 Workers read the videos and write the shards with `tf.io.gfile`, so inputs and output must be on
 a filesystem that every worker reaches and TensorFlow knows (local paths for the local runners;
 `gs://` on Dataflow; a shared mount or `gs://` on Flink and Spark). Every worker needs
-keras-vswin installed (e.g. `--setup_file`, `--extra_package`, or a custom
-`--sdk_container_image`). Decoders run with one thread per worker process: Beam's workers are
+keras-vswin installed: a worker image built from Beam's Python SDK image
+(`--sdk_container_image` on Dataflow, `--environment_type DOCKER --environment_config IMAGE` on
+Flink and Spark). Decoders run with one thread per worker process: Beam's workers are
 one process per core.
 
 Tests and small jobs use `FnApiRunner` (in-process; `--direct_num_workers 2

@@ -793,7 +793,7 @@ def build_parser():
         "DirectRunner, DataflowRunner, FlinkRunner, SparkRunner, PortableRunner, ... (needs "
         "the [beam] extra). Arguments this command does not know are passed to Beam as "
         "pipeline options, e.g. --direct_num_workers 2 --direct_running_mode multi_processing, "
-        "or --project P --region R --temp_location gs://B/tmp --setup_file ./setup.py",
+        "or --project P --region R --temp_location gs://B/tmp --sdk_container_image IMAGE",
     )
     parser.add_argument(
         "--short-side",
