@@ -17,6 +17,7 @@ from keras_vswin import video
 info = video.probe_video("clip.mp4")           # VideoInfo(width=..., fps=..., ...)
 clip = video.read_video("clip.mp4", fps=15, short_side=256)
 clip.frames.shape                              # (frames, 256, 341, 3), uint8
+jpegs = list(video.iter_jpeg_frames("clip.mp4", short_side=256))  # JPEG bytes, for shards
 video.write_video("copy.mp4", clip.frames, fps=clip.fps)
 ```
 """
@@ -24,6 +25,7 @@ video.write_video("copy.mp4", clip.frames, fps=clip.fps)
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
 from fractions import Fraction
 
@@ -34,6 +36,7 @@ __all__ = [
     "VideoDecodeError",
     "VideoInfo",
     "iter_frames",
+    "iter_jpeg_frames",
     "probe_video",
     "read_video",
     "resized_shape",
@@ -223,6 +226,48 @@ def iter_frames(path, fps=None, short_side=None, check_complete=True, threads=No
     Raises:
         VideoDecodeError: the file is missing, empty, not a video, truncated or undecodable.
     """
+    return _iter_converted(path, fps, short_side, check_complete, threads, _planar_to_array)
+
+
+def iter_jpeg_frames(
+    path, quality=90, fps=None, short_side=None, check_complete=True, threads=None
+):
+    """Decodes `path` and yields every output frame as JPEG bytes (baseline, 4:2:0).
+
+    The bytes equal PIL's JPEG of the arrays `iter_frames` yields with the same arguments,
+    without building those arrays. Arguments as in `iter_frames`; `quality` is libjpeg's 1-100.
+    """
+    quality = int(quality)
+    if not 1 <= quality <= 100:
+        raise ValueError(f"quality must be in 1..100, got {quality}")
+    return _iter_converted(
+        path, fps, short_side, check_complete, threads, lambda f: _planar_to_jpeg(f, quality)
+    )
+
+
+def _planar_to_array(frame):
+    return frame.to_ndarray()  # gbrp -> (height, width, 3) RGB
+
+
+def _planar_to_jpeg(frame, quality):
+    from PIL import Image
+
+    green, blue, red = (
+        Image.frombuffer("L", (plane.width, plane.height), plane, "raw", "L", plane.line_size, 1)
+        for plane in frame.planes
+    )
+    buffer = io.BytesIO()
+    Image.merge("RGB", (red, green, blue)).save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def _iter_converted(path, fps, short_side, check_complete, threads, convert):
+    """Decodes, resamples, scales to planar RGB and yields `convert(frame)` per output frame.
+
+    Work is done in the cheapest order: frames that resampling drops are never scaled, a
+    repeated frame is converted once, and FFmpeg's scaler writes planar RGB (`gbrp`): its SIMD
+    path is about 3x faster than packed `rgb24` and gives the same pixels.
+    """
     import av
 
     interpolation = _interpolation()
@@ -238,31 +283,35 @@ def iter_frames(path, fps=None, short_side=None, check_complete=True, threads=No
             stream.thread_type = "AUTO" if threads != 1 else "SLICE"
         source_fps = _stream_fps(stream)
         declared = int(stream.frames or 0)
-        reformat_args = {"format": "rgb24", "interpolation": interpolation}
+        reformat_args = {"format": "gbrp", "interpolation": interpolation}
         if threads is not None:
             reformat_args["threads"] = int(threads)
         target_size = None
         resampler = _Resampler(fps, source_fps) if fps is not None else None
+        last_source = last_output = None
         decoded = 0
         try:
             for frame in container.decode(stream):
                 if target_size is None:
                     target_size = resized_shape(frame.height, frame.width, short_side)
-                rgb = frame.reformat(
-                    width=target_size[1], height=target_size[0], **reformat_args
-                ).to_ndarray()
+                    reformat_args["width"], reformat_args["height"] = target_size[::-1]
                 decoded += 1
-                if resampler is None:
-                    yield rgb
-                else:
-                    time = frame.time if frame.time is not None else None
-                    yield from resampler.push(rgb, time)
+                selected = (frame,) if resampler is None else resampler.push(frame, frame.time)
+                for source in selected:
+                    if source is not last_source:
+                        last_source = source
+                        last_output = convert(source.reformat(**reformat_args))
+                    yield last_output
         except av.FFmpegError as error:
             raise VideoDecodeError(
                 path, f"decoding failed after {decoded} frame(s): {_ffmpeg_reason(error)}"
             ) from error
         if resampler is not None:
-            yield from resampler.flush()
+            for source in resampler.flush():
+                if source is not last_source:
+                    last_source = source
+                    last_output = convert(source.reformat(**reformat_args))
+                yield last_output
         if decoded == 0:
             raise VideoDecodeError(path, "no frame could be decoded")
         if check_complete and declared and decoded < declared:

@@ -3,6 +3,7 @@
 Shards are read back with plain `tf.io.parse_single_sequence_example`, not with our reader.
 """
 
+import io
 import json
 import os
 import signal
@@ -94,6 +95,36 @@ def test_other_formats_decode_to_rgb(tmp_path, codec, pix_fmt, suffix, channels)
     decoded = video.read_video(path).frames
     assert decoded.shape == (6, 32, 48, 3)
     np.testing.assert_array_equal(frame_index(decoded), np.arange(6))
+
+
+def test_fast_paths_give_the_reference_pixels_and_jpeg_bytes(tmp_path):
+    """The planar-RGB scaler path equals FFmpeg's packed RGB conversion, and the JPEG frames of
+    `iter_jpeg_frames` equal PIL's JPEG of the `iter_frames` arrays, byte for byte."""
+    import av
+
+    from keras_vswin.video import _interpolation
+
+    rng = np.random.default_rng(0)
+    frames = moving_frames(8, 72, 96)
+    frames[:, ::2] = rng.integers(0, 256, frames[:, ::2].shape, dtype=np.uint8)  # colour detail
+    path = str(tmp_path / "c.webm")
+    video.write_video(path, frames, fps=10, codec="libvpx-vp9")
+    with av.open(path) as container:
+        reference = [
+            f.reformat(
+                width=53, height=40, format="rgb24", interpolation=_interpolation()
+            ).to_ndarray()
+            for f in container.decode(video=0)
+        ]
+    arrays = list(video.iter_frames(path, short_side=40))
+    np.testing.assert_array_equal(np.stack(arrays), np.stack(reference))
+    jpegs = list(video.iter_jpeg_frames(path, quality=87, short_side=40, fps=15))
+    expected = []
+    for array in video.iter_frames(path, short_side=40, fps=15):
+        buffer = io.BytesIO()
+        Image.fromarray(array).save(buffer, format="JPEG", quality=87)
+        expected.append(buffer.getvalue())
+    assert len(jpegs) == 12 and jpegs == expected
 
 
 def test_bad_videos_raise_errors_naming_the_file(tmp_path):
@@ -245,6 +276,15 @@ def test_writer_bad_arguments_exit_2(tmp_path, capsys):
     assert write_cli.main([*argv, *common]) == 2
     assert "zebra" in capsys.readouterr().err
     assert write_cli.main(["--videos", "x.csv"]) == 2  # missing --output etc.
+    (tmp_path / "ok.csv").write_text("path,label\na.mp4,0\n")
+    ok = ["--videos", str(tmp_path / "ok.csv"), *common]
+    assert write_cli.main([*ok, "--direct_num_workers", "2"]) == 2  # Beam option, local runner
+    assert "need --runner" in capsys.readouterr().err
+    assert write_cli.main([*ok, "--runner", "FnApiRunner", "--workers", "2"]) == 2
+    assert "--workers is for --runner local" in capsys.readouterr().err
+    (tmp_path / "file").write_text("")
+    assert write_cli.main([*ok[:2], "--output", str(tmp_path / "file" / "o"), *common[2:]]) == 2
+    assert "cannot create the folder" in capsys.readouterr().err
 
 
 def test_writer_videos_must_be_a_csv_list(tmp_path, capsys):
@@ -271,9 +311,23 @@ def test_label_resolution_rules(tmp_path):
     assert entries[0].path == os.path.join(str(tmp_path), "a.mp4")
     entries, _ = write_cli.read_video_list(str(tmp_path / "ints.csv"), ["x", "y", "z", "w"])
     assert [(e.label_index, e.label_text) for e in entries][:2] == [(3, "w"), (0, "x")]
-    shards = write_cli.assign_shards(list(range(10)), 3, seed=0)
-    assert sorted(sum(shards, [])) == list(range(10)) and [len(s) for s in shards] == [4, 3, 3]
-    assert shards == write_cli.assign_shards(list(range(10)), 3, seed=0)
+    (tmp_path / "twice.csv").write_text("path,label\na.mp4,1\nb.mp4,1\na.mp4,0\n")
+    with pytest.raises(write_cli.InputError, match="line 4: 'a.mp4' is already listed on line 2"):
+        write_cli.read_video_list(str(tmp_path / "twice.csv"))
+
+
+def test_shard_assignment_follows_a_hash_of_the_path():
+    entries = [write_cli.VideoEntry(f"/v/{i}.mp4", f"{i}.mp4", i % 3, "") for i in range(10)]
+    shards = write_cli.assign_shards(entries, 3, seed=0)
+    assert sorted(sum(shards, []), key=entries.index) == entries
+    assert [len(s) for s in shards] == [4, 3, 3]  # dealt round-robin: sizes differ by <= 1
+    # The list's order does not matter, only the hash of each listed path (and the seed).
+    assert write_cli.assign_shards(entries[::-1], 3, seed=0) == shards
+    by_hash = sorted(entries, key=lambda e: write_cli.shard_order_key(e.name, 0))
+    assert shards == [by_hash[k::3] for k in range(3)]
+    assert write_cli.assign_shards(entries, 3, seed=1) != shards
+    # --no-shuffle: list order, round-robin.
+    assert write_cli.assign_shards(entries, 3, seed=None)[1] == entries[1::3]
 
 
 def test_writer_killed_midway_resumes_from_finished_shards(tmp_path):
@@ -308,7 +362,9 @@ def test_writer_killed_midway_resumes_from_finished_shards(tmp_path):
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert first.exists(), "the writer did not finish a shard in time"
-    finished = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in output.glob("*.tfrecord")}
+    finished = {  # final names only: the shard being written has a hidden temporary name
+        p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in output.glob("k-*.tfrecord")
+    }
     assert len(finished) < 4, "the writer finished before it was killed"
     for name in finished:  # a file with a final name is always complete
         assert len(read_shard(output / name)) == 2

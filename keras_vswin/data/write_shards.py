@@ -4,6 +4,8 @@
 keras-vswin write-shards --videos train.csv --output gs://bucket/k400 --name train \
     --num-shards 1024 --workers 16
 keras-vswin write-shards --video-dir videos/ --output shards/ --name demo --num-shards 8
+keras-vswin write-shards --videos train.csv --output gs://bucket/k400 --name train \
+    --num-shards 4096 --runner DataflowRunner --project P --region R --temp_location gs://...
 ```
 
 Input is either a CSV with a header holding a `path` column and an optional `label` column
@@ -14,17 +16,27 @@ sorted order and integer labels are used as they are.
 
 Each video is decoded with PyAV (anything FFmpeg reads), kept at its native frame rate unless
 `--fps` is given, scaled so that its shorter side is `--short-side` pixels (default 256), and
-stored as one JPEG per frame with the keys documented in `keras_vswin.data.schema`. Videos go to
-shards round-robin after a seeded shuffle (`--seed`, `--no-shuffle`), so shards mix classes and a
-re-run assigns every video to the same shard.
+stored as one JPEG per frame with the keys documented in `keras_vswin.data.schema`. Videos are
+ordered by a seeded hash of their path as listed (`--seed`), then dealt to the shards round-robin:
+shards mix classes, their sizes differ by at most one, and a shard's content and order follow
+from the set of listed videos alone (not from the list's order), so every re-run, on any
+executor, writes the same bytes. `--no-shuffle` deals the videos in list order instead.
+
+Executors (`--runner`): `local` (default) writes the shards on a process pool on this machine;
+any Apache Beam runner (`FnApiRunner`, `DirectRunner`, `DataflowRunner`, `FlinkRunner`,
+`SparkRunner`, ...; needs the `[beam]` extra) writes them on that runner, with every other
+argument passed to Beam as a pipeline option (see `keras_vswin.data.beam_shards`). Both run the
+same per-shard function (`write_shard`, which calls `encode_video` for each video), so they write
+byte-identical shards.
 
 Robustness:
 - An unreadable, truncated or empty video is skipped and listed, with its error, under
   `skipped` in the manifest; the other videos are written and the exit status is 1.
-- A shard is written to `<shard>.tmp-<pid>` and renamed when complete: a file with the final
-  name is always a complete shard. A per-shard record in `.<name>.progress/` lets a re-run after a
-  crash or kill keep the finished shards and write only the missing ones (`--overwrite` rewrites
-  everything). Do not run two writers on the same output and name at the same time.
+- A shard is written to a temporary name and renamed when complete (`keras_vswin.atomic`): a
+  file with the final name is always a complete shard. A per-shard record in `.<name>.progress/`
+  lets a re-run after a crash, kill or failed pipeline keep the finished shards and write only
+  the missing ones (`--overwrite` rewrites everything). Do not run two writers on the same
+  output and name at the same time.
 - `<name>.manifest.json` lists the settings, the label map, per-shard files and counts, totals and
   the skipped videos.
 
@@ -39,11 +51,11 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import functools
 import hashlib
 import io
 import json
 import os
-import random
 import sys
 import time
 
@@ -52,6 +64,8 @@ from keras_vswin import atomic
 EXIT_OK = 0
 EXIT_SKIPPED = 1
 EXIT_USAGE = 2
+EXIT_FAILED = 3
+LOCAL_RUNNER = "local"
 
 VIDEO_EXTENSIONS = (
     ".mp4",
@@ -68,6 +82,7 @@ VIDEO_EXTENSIONS = (
     ".ts",
 )
 TEST_DELAY_ENV = "KERAS_VSWIN_WRITER_TEST_DELAY"
+BEAM_JOBS_FILE = "pending-shards.jsonl"  # in the progress folder: what a Beam run reads
 MANIFEST_FORMAT = "keras_vswin.tfrecords.v1"
 
 
@@ -169,10 +184,17 @@ def read_video_list(csv_path, class_names=None, root=None):
     label_column = header.index("label") if "label" in header else None
     if root is None:
         root = os.path.dirname(csv_path)
-    listed = []
+    listed, first_line = [], {}
     for line_number, row in enumerate(rows[1:], start=2):
         if path_column >= len(row) or not row[path_column].strip():
             raise InputError(f"--videos {csv_path!r} line {line_number}: no path")
+        path = row[path_column].strip()
+        if path in first_line:  # it would be written twice
+            raise InputError(
+                f"--videos {csv_path!r} line {line_number}: {path!r} is already listed on line "
+                f"{first_line[path]}"
+            )
+        first_line[path] = line_number
         label = ""
         if label_column is not None and label_column < len(row):
             label = row[label_column].strip()
@@ -254,11 +276,18 @@ def scan_video_dir(video_dir, class_names=None, extensions=VIDEO_EXTENSIONS):
     return entries, class_names
 
 
+def shard_order_key(name, seed=0):
+    """The seeded hash of a video's listed path that orders the videos before dealing."""
+    digest = hashlib.sha256(f"{int(seed)}\0{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "big"), name
+
+
 def assign_shards(entries, num_shards, seed=0):
-    """Deterministic assignment: a seeded shuffle (None keeps the order), then round-robin."""
+    """Deterministic assignment: videos ordered by `shard_order_key` (seed None keeps the list
+    order), then dealt round-robin; returns one list of entries per shard."""
     order = list(entries)
     if seed is not None:
-        random.Random(seed).shuffle(order)
+        order.sort(key=lambda entry: shard_order_key(entry.name, seed))
     return [order[index::num_shards] for index in range(num_shards)]
 
 
@@ -279,17 +308,11 @@ def shard_fingerprint(entries, settings, name, num_shards, index):
 # Encoding
 
 
-def encode_jpeg(frame, quality):
-    """`(height, width, 3)` uint8 RGB -> JPEG bytes (PIL/libjpeg-turbo, 4:2:0)."""
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(frame).save(buffer, format="JPEG", quality=int(quality))
-    return buffer.getvalue()
-
-
 def encode_video(entry, settings, threads=None):
     """Decodes one video and returns `(serialized SequenceExample, number of frames)`.
+
+    The per-video work of every executor: decode, resample, scale and JPEG-encode
+    (`keras_vswin.video.iter_jpeg_frames`), then one `SequenceExample`.
 
     Raises:
         keras_vswin.video.VideoDecodeError: the video cannot be (completely) decoded.
@@ -298,13 +321,16 @@ def encode_video(entry, settings, threads=None):
     from keras_vswin.data import schema
 
     info = video.probe_video(entry.path)
-    jpegs = []
-    height = width = 0
-    for frame in video.iter_frames(
-        entry.path, fps=settings.fps, short_side=settings.short_side, threads=threads
-    ):
-        height, width = frame.shape[:2]
-        jpegs.append(encode_jpeg(frame, settings.jpeg_quality))
+    jpegs = list(
+        video.iter_jpeg_frames(
+            entry.path,
+            quality=settings.jpeg_quality,
+            fps=settings.fps,
+            short_side=settings.short_side,
+            threads=threads,
+        )
+    )
+    height, width = video.resized_shape(info.height, info.width, settings.short_side)
     fps = settings.fps if settings.fps else info.fps
     example = schema.make_sequence_example(
         jpegs,
@@ -318,7 +344,8 @@ def encode_video(entry, settings, threads=None):
         source_height=info.height,
         source_width=info.width,
     )
-    return example.SerializeToString(), len(jpegs)
+    # Deterministic: the context is a map, whose order otherwise varies between processes.
+    return example.SerializeToString(deterministic=True), len(jpegs)
 
 
 # --------------------------------------------------------------------------------------------
@@ -360,8 +387,22 @@ def finished_shard(output, name, shard_file, fingerprint):
     return marker
 
 
+def remove_stale_temporaries(output, shard_file):
+    """Removes the temporaries of `shard_file` that killed writers left (before a run)."""
+    import tensorflow as tf
+
+    stem = shard_file[: -len(".tfrecord")] if shard_file.endswith(".tfrecord") else shard_file
+    for stale in tf.io.gfile.glob(_join(output, f".{stem}{atomic.TEMPORARY_MARK}*")):
+        tf.io.gfile.remove(stale)
+
+
 def write_shard(job, progress=None):
-    """Writes one shard (runs in a worker process); returns its progress record (a dict)."""
+    """Writes one shard; returns its progress record (a dict).
+
+    Every executor runs this (a local worker process or a Beam worker). It is idempotent: an
+    attempt writes a temporary of its own and renames it onto the final name, so a retried or
+    duplicated attempt leaves the same complete file.
+    """
     import tensorflow as tf
 
     from keras_vswin.video import VideoDecodeError
@@ -369,36 +410,38 @@ def write_shard(job, progress=None):
     output, name, shard_file = job["output"], job["name"], job["file"]
     settings = WriterSettings(**job["settings"])
     final = _join(output, shard_file)
-    stem = shard_file[: -len(".tfrecord")] if shard_file.endswith(".tfrecord") else shard_file
-    for stale in tf.io.gfile.glob(_join(output, f".{stem}{atomic.TEMPORARY_MARK}*")):
-        tf.io.gfile.remove(stale)  # left by a killed writer of this shard
     temporary = atomic.temporary_name(final)
     delay = float(os.environ.get(TEST_DELAY_ENV, "0") or 0)
     started = time.time()
     num_videos = num_frames = 0
     label_counts = {}
     skipped = []
-    with tf.io.TFRecordWriter(temporary) as writer:
-        for entry_fields in job["entries"]:
-            entry = VideoEntry(**entry_fields)
-            try:
-                record, frames = encode_video(entry, settings, threads=job["threads"])
-            except VideoDecodeError as error:
-                skipped.append(_skip_record(entry, job["index"], error.reason))
-            except Exception as error:  # one bad file must not stop the job
-                skipped.append(
-                    _skip_record(entry, job["index"], f"{type(error).__name__}: {error}")
-                )
-            else:
-                writer.write(record)
-                num_videos += 1
-                num_frames += frames
-                key = str(entry.label_index)
-                label_counts[key] = label_counts.get(key, 0) + 1
-            if delay:
-                time.sleep(delay)
-            if progress is not None:
-                progress(1)
+    try:
+        with tf.io.TFRecordWriter(temporary) as writer:
+            for entry_fields in job["entries"]:
+                entry = VideoEntry(**entry_fields)
+                try:
+                    record, frames = encode_video(entry, settings, threads=job["threads"])
+                except VideoDecodeError as error:
+                    skipped.append(_skip_record(entry, job["index"], error.reason))
+                except Exception as error:  # one bad file must not stop the job
+                    skipped.append(
+                        _skip_record(entry, job["index"], f"{type(error).__name__}: {error}")
+                    )
+                else:
+                    writer.write(record)
+                    num_videos += 1
+                    num_frames += frames
+                    key = str(entry.label_index)
+                    label_counts[key] = label_counts.get(key, 0) + 1
+                if delay:
+                    time.sleep(delay)
+                if progress is not None:
+                    progress(1)
+    except BaseException:  # a failed attempt leaves nothing behind (a retry starts over)
+        if tf.io.gfile.exists(temporary):
+            tf.io.gfile.remove(temporary)
+        raise
     marker = {
         "file": shard_file,
         "index": job["index"],
@@ -452,8 +495,21 @@ def write_shards(
     overwrite=False,
     show_progress=True,
     log=print,
+    runner=LOCAL_RUNNER,
+    pipeline_args=(),
 ):
-    """Writes all shards (resuming finished ones) and the manifest; returns the manifest dict."""
+    """Writes all shards (resuming finished ones) and the manifest; returns the manifest dict.
+
+    Args:
+        runner: `"local"` (a pool of `workers` processes) or the name of an Apache Beam runner,
+            which then gets `pipeline_args` (e.g. `["--direct_num_workers=2"]`) as its pipeline
+            options; `workers` is for the local runner only.
+
+    Raises:
+        InputError: bad arguments.
+        BeamPipelineError: the Beam pipeline did not finish (re-running resumes).
+        ImportError: a Beam runner without the `[beam]` extra installed.
+    """
     import tensorflow as tf
     from tqdm import tqdm
 
@@ -462,9 +518,18 @@ def write_shards(
     settings = settings or WriterSettings()
     if num_shards < 1:
         raise InputError(f"--num-shards must be at least 1, got {num_shards}")
-    tf.io.gfile.makedirs(output)
-    tf.io.gfile.makedirs(_progress_dir(output, name))
+    beam = None
+    if runner != LOCAL_RUNNER:
+        from keras_vswin.data import beam_shards as beam  # the clear [beam] error comes first
+
+        beam.check_runner(runner, pipeline_args)
     started = time.time()
+    try:
+        tf.io.gfile.makedirs(output)
+        tf.io.gfile.makedirs(_progress_dir(output, name))
+    except (tf.errors.OpError, OSError) as error:
+        message = getattr(error, "message", None) or str(error)
+        raise InputError(f"--output {output!r}: cannot create the folder ({message})") from error
     assignment = assign_shards(entries, num_shards, seed)
     records, jobs = {}, []
     for index, shard_entries in enumerate(assignment):
@@ -475,6 +540,7 @@ def write_shards(
             marker["reused"] = True
             records[index] = marker
             continue
+        remove_stale_temporaries(output, shard_file)
         jobs.append(
             {
                 "output": output,
@@ -484,14 +550,20 @@ def write_shards(
                 "fingerprint": fingerprint,
                 "settings": settings.as_dict(),
                 "entries": [dataclasses.asdict(entry) for entry in shard_entries],
-                "threads": None,
+                "threads": 1,
             }
         )
     if records:
         log(f"resuming: {len(records)} of {num_shards} shard(s) already complete")
+    context = manifest_context(
+        name, num_shards, settings, seed, class_names, entries, output, runner
+    )
+    if beam is not None:
+        return _run_beam(beam, jobs, records, context, runner, pipeline_args, started, log)
+
     pending_videos = sum(len(job["entries"]) for job in jobs)
     workers = max(1, min(int(workers or 1), len(jobs) or 1))
-    for job in jobs:
+    for job in jobs:  # one process per core: FFmpeg's own threads only for a single worker
         job["threads"] = 1 if workers > 1 else None
     bar = tqdm(
         total=len(entries),
@@ -509,12 +581,57 @@ def write_shards(
             records.update(_run_pool(jobs, workers, bar))
     finally:
         bar.close()
-    elapsed = time.time() - started
-    manifest = build_manifest(
-        name, num_shards, settings, seed, class_names, entries, records, elapsed, output
-    )
+    skipped = [item for index in sorted(records) for item in records[index]["skipped"]]
+    manifest = build_manifest(context, records, skipped, time.time() - started)
     atomic.write_json(manifest_path(output, name), manifest)
     return manifest
+
+
+class BeamPipelineError(RuntimeError):
+    """A Beam pipeline of the writer failed or was cancelled."""
+
+
+def _run_beam(beam, jobs, reused, context, runner, pipeline_args, started, log):
+    output, name = context["output"], context["name"]
+    jobs_file = _join(_progress_dir(output, name), BEAM_JOBS_FILE)
+    atomic.write_text(jobs_file, "".join(json.dumps(job) + "\n" for job in jobs))
+    reused_files = [reused[index]["file"] for index in sorted(reused)]
+    finish = functools.partial(finish_beam_manifest, context, reused_files, started)
+    log(f"writing {len(jobs)} shard(s) on {runner}")
+    try:
+        beam.run(jobs_file, write_shard, finish, runner, pipeline_args)
+    except beam.PipelineFailed as error:
+        raise BeamPipelineError(
+            f"the Beam pipeline on {runner} failed ({error}); the finished shards are kept: "
+            "run the same command again to resume"
+        ) from error
+    manifest = _read_json(manifest_path(output, name))
+    if manifest is None:
+        raise BeamPipelineError(
+            f"the Beam pipeline on {runner} finished without writing {manifest_path(output, name)}"
+        )
+    return manifest
+
+
+def finish_beam_manifest(context, reused_files, started, records, skipped):
+    """Writes the manifest of a Beam run (on a worker): this run's shard records and skipped
+    videos (the pipeline's two outputs) and the records of the shards earlier runs finished."""
+    output, name = context["output"], context["name"]
+    records = {record["index"]: record for record in records}
+    skipped = list(skipped)
+    for shard_file in reused_files:
+        record = _read_json(_marker_path(output, name, shard_file))
+        if record is None:
+            raise RuntimeError(f"the progress record of the finished shard {shard_file} is gone")
+        record["reused"] = True
+        records[record["index"]] = record
+        skipped.extend(record["skipped"])
+    missing = sorted(set(range(context["num_shards"])) - set(records))
+    if missing:
+        raise RuntimeError(f"no record of shard(s) {missing}")
+    manifest = build_manifest(context, records, skipped, time.time() - started)
+    atomic.write_json(manifest_path(output, name), manifest)
+    return manifest["totals"]
 
 
 def _run_pool(jobs, workers, bar):
@@ -554,12 +671,37 @@ def _drain(progress_queue, bar, queue_module):
             return
 
 
-def build_manifest(
-    name, num_shards, settings, seed, class_names, entries, records, elapsed, output
-):
-    """The manifest dict (see the module docstring)."""
-    shards, skipped, label_counts = [], [], {}
-    for index in range(num_shards):
+def manifest_context(name, num_shards, settings, seed, class_names, entries, output, runner):
+    """What the manifest says besides the per-shard records (small: no video list)."""
+    if class_names is not None:
+        label_map = {str(index): text for index, text in enumerate(class_names)}
+    else:
+        label_map = {str(e.label_index): e.label_text for e in entries if e.label_index >= 0}
+        label_map = dict(sorted(label_map.items(), key=lambda item: int(item[0])))
+    return {
+        "name": name,
+        "output": output,
+        "num_shards": num_shards,
+        "runner": runner,
+        "settings": {**settings.as_dict(), "shuffle_seed": seed},
+        "labels": list(class_names) if class_names is not None else None,
+        "label_map": label_map,
+        "videos_listed": len(entries),
+    }
+
+
+def build_manifest(context, records, skipped, elapsed):
+    """The manifest dict (see the module docstring).
+
+    Args:
+        context: `manifest_context(...)`.
+        records: `{shard index: progress record}` for every shard (reused ones carry
+            `"reused": True`).
+        skipped: the skip records of all shards, in any order.
+        elapsed: seconds this run took.
+    """
+    shards, label_counts = [], {}
+    for index in range(context["num_shards"]):
         record = records[index]
         shards.append(
             {
@@ -571,37 +713,33 @@ def build_manifest(
                 "seconds": record.get("seconds"),
             }
         )
-        skipped.extend(record["skipped"])
         for key, count in record["label_counts"].items():
             label_counts[key] = label_counts.get(key, 0) + count
-    if class_names is not None:
-        label_map = {str(index): text for index, text in enumerate(class_names)}
-    else:
-        label_map = {str(e.label_index): e.label_text for e in entries if e.label_index >= 0}
-        label_map = dict(sorted(label_map.items(), key=lambda item: int(item[0])))
+    skipped = sorted(skipped, key=lambda item: (item["shard"], item["name"]))
     written = sum(shard["num_videos"] for shard in shards)
     rewritten = [record for record in records.values() if not record.get("reused")]
+    processed = sum(record["num_videos"] for record in rewritten)
+    processed += sum(1 for item in skipped if not records[item["shard"]].get("reused"))
     return {
         "format": MANIFEST_FORMAT,
-        "name": name,
-        "output": output,
-        "num_shards": num_shards,
+        "name": context["name"],
+        "output": context["output"],
+        "num_shards": context["num_shards"],
+        "runner": context["runner"],
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "settings": {**settings.as_dict(), "shuffle_seed": seed},
-        "num_classes": len(label_map),
-        "labels": list(class_names) if class_names is not None else None,
-        "label_map": label_map,
+        "settings": context["settings"],
+        "num_classes": len(context["label_map"]),
+        "labels": context["labels"],
+        "label_map": context["label_map"],
         "label_counts": dict(sorted(label_counts.items(), key=lambda item: int(item[0]))),
         "shards": shards,
         "totals": {
-            "videos_listed": len(entries),
+            "videos_listed": context["videos_listed"],
             "videos_written": written,
             "videos_skipped": len(skipped),
             "frames": sum(shard["num_frames"] for shard in shards),
             "shards_written_this_run": len(rewritten),
-            "videos_processed_this_run": sum(
-                r["num_videos"] + len(r["skipped"]) for r in rewritten
-            ),
+            "videos_processed_this_run": processed,
             "seconds_this_run": round(elapsed, 3),
         },
         "skipped": skipped,
@@ -615,12 +753,15 @@ def build_manifest(
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="keras-vswin write-shards",
+        usage="%(prog)s (--videos LIST.csv | --video-dir DIR) --output DIR --name NAME "
+        "--num-shards N [options] [--runner RUNNER [Beam pipeline options]]",
         description="Decode video files and write them as sharded TFRecords of "
-        "tf.train.SequenceExample (one JPEG per frame).",
+        "tf.train.SequenceExample (one JPEG per frame), on this machine or on Apache Beam.",
         epilog="Exit status: 0 when every video was written; 1 when some videos were skipped "
         "(listed with their errors under 'skipped' in <output>/<name>.manifest.json); 2 for "
-        "bad arguments or inputs. Re-running the same command after an interruption keeps "
-        "the finished shards.",
+        "bad arguments or inputs; 3 when the Beam pipeline failed. Re-running the same command "
+        "after an interruption or failure keeps the finished shards.",
+        allow_abbrev=False,  # Beam's options pass through: no prefix matching against ours
     )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument(
@@ -642,7 +783,17 @@ def build_parser():
         type=int,
         default=None,
         metavar="W",
-        help="parallel processes (default: CPU count, at most one per shard)",
+        help="parallel processes of the local runner (default: CPU count, at most one per shard)",
+    )
+    parser.add_argument(
+        "--runner",
+        default=LOCAL_RUNNER,
+        metavar="RUNNER",
+        help="'local' (default: a process pool here) or an Apache Beam runner: FnApiRunner, "
+        "DirectRunner, DataflowRunner, FlinkRunner, SparkRunner, PortableRunner, ... (needs "
+        "the [beam] extra). Arguments this command does not know are passed to Beam as "
+        "pipeline options, e.g. --direct_num_workers 2 --direct_running_mode multi_processing, "
+        "or --project P --region R --temp_location gs://B/tmp --sdk_container_image IMAGE",
     )
     parser.add_argument(
         "--short-side",
@@ -669,10 +820,14 @@ def build_parser():
     )
     parser.add_argument("--root", metavar="DIR", help="base folder for relative CSV paths")
     parser.add_argument(
-        "--seed", type=int, default=0, help="seed of the video-to-shard shuffle (default 0)"
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the hash that orders the videos before they are dealt to the shards "
+        "(default 0)",
     )
     parser.add_argument(
-        "--no-shuffle", action="store_true", help="keep the input order (round-robin only)"
+        "--no-shuffle", action="store_true", help="deal the videos in list order instead"
     )
     parser.add_argument(
         "--overwrite", action="store_true", help="rewrite shards that are already complete"
@@ -682,12 +837,26 @@ def build_parser():
 
 
 def main(argv=None):
-    """Runs the command; returns the exit status (0 ok, 1 videos skipped, 2 bad input)."""
+    """Runs the command; returns the exit status (0 ok, 1 videos skipped, 2 bad input, 3 the
+    Beam pipeline failed)."""
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, pipeline_args = parser.parse_known_args(argv)
     except SystemExit as exit_:
         return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE
+    if args.runner == LOCAL_RUNNER:
+        if pipeline_args:
+            return _usage(
+                parser,
+                f"unrecognized arguments: {' '.join(pipeline_args)} (Beam pipeline options "
+                "need --runner with a Beam runner)",
+            )
+    elif args.workers is not None:
+        return _usage(
+            parser,
+            "--workers is for --runner local; Beam runners take their own options (e.g. "
+            "--direct_num_workers for FnApiRunner, --max_num_workers for DataflowRunner)",
+        )
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     log = (lambda *a, **k: None) if args.quiet else (lambda *a: print(*a, flush=True))
     if not 1 <= args.jpeg_quality <= 100:
@@ -716,26 +885,36 @@ def main(argv=None):
         short_side=args.short_side or None, fps=args.fps, jpeg_quality=args.jpeg_quality
     )
     workers = args.workers if args.workers is not None else (os.cpu_count() or 1)
-    manifest = write_shards(
-        entries,
-        args.output,
-        args.name,
-        args.num_shards,
-        settings=settings,
-        workers=workers,
-        seed=None if args.no_shuffle else args.seed,
-        class_names=class_names,
-        overwrite=args.overwrite,
-        show_progress=not args.quiet and sys.stderr.isatty(),
-        log=log,
-    )
+    try:
+        manifest = write_shards(
+            entries,
+            args.output,
+            args.name,
+            args.num_shards,
+            settings=settings,
+            workers=workers,
+            seed=None if args.no_shuffle else args.seed,
+            class_names=class_names,
+            overwrite=args.overwrite,
+            show_progress=not args.quiet and sys.stderr.isatty(),
+            log=log,
+            runner=args.runner,
+            pipeline_args=pipeline_args,
+        )
+    except ImportError as error:  # a Beam runner without the [beam] extra
+        return _usage(parser, str(error))
+    except (InputError, ValueError) as error:  # e.g. an unknown Beam runner or option value
+        return _usage(parser, str(error).splitlines()[0])
+    except BeamPipelineError as error:
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        return EXIT_FAILED
     totals = manifest["totals"]
     seconds = totals["seconds_this_run"]
     rate = totals["videos_processed_this_run"] / seconds if seconds else 0.0
     log(
         f"{totals['videos_written']} video(s), {totals['frames']} frames in "
-        f"{args.num_shards} shard(s) under {args.output} ({seconds:.1f} s this run, "
-        f"{rate:.2f} videos/s); manifest: {manifest_path(args.output, args.name)}"
+        f"{args.num_shards} shard(s) under {args.output} ({seconds:.1f} s this run on "
+        f"{args.runner}, {rate:.2f} videos/s); manifest: {manifest_path(args.output, args.name)}"
     )
     if manifest["skipped"]:
         print(
