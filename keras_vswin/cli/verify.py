@@ -178,9 +178,7 @@ def verify(
         state_dict = None
     started = time.perf_counter()
     if state_dict is None:
-        state_dict = convert.read_state_dict(
-            source, allow_unknown_globals=allow_unknown_globals
-        )
+        state_dict = convert.read_state_dict(source, allow_unknown_globals=allow_unknown_globals)
     arch = convert.infer_architecture(state_dict, layout)
     layout = arch["layout"]
     with_head = arch["classes"] is not None
