@@ -33,6 +33,7 @@ _DATASETS = (
 )
 _MODULES = (
     "augment",
+    "beam_shards",
     "datasets",
     "inspect_shards",
     "sampling",
