@@ -255,6 +255,25 @@ def test_accumulation_counts_optimizer_steps_and_averages_gradients():
     assert float(accumulating.learning_rate) == pytest.approx(float(schedule(3)))
 
 
+def test_keras_accumulation_schedule_counts_micro_batches():
+    """Pins why ParamGroupAdamW counts updates itself: with Keras' own
+    `gradient_accumulation_steps` a schedule gets the micro-batch counter, so a recipe written
+    in optimizer updates (warmup epochs, cosine length) would run N times too fast."""
+    schedule = vt.WarmupCosineDecay(0.1, 10, 4, warmup_ratio=0.5)
+    keras_adamw = keras.optimizers.AdamW(schedule, weight_decay=0.0, gradient_accumulation_steps=2)
+    ours = vt.ParamGroupAdamW(schedule, weight_decay=0.0, gradient_accumulation_steps=2)
+    a, b = keras.Variable(np.ones(3, "float32")), keras.Variable(np.ones(3, "float32"))
+    for _ in range(4):  # two optimizer updates
+        keras_adamw.apply([np.ones(3, "float32")], [a])
+        ours.apply([np.ones(3, "float32")], [b])
+    assert int(keras_adamw.iterations) == int(ours.iterations) == 2
+    assert float(ours.learning_rate) == pytest.approx(float(schedule(2)))
+    assert float(keras_adamw.learning_rate) == pytest.approx(float(schedule(4))), (
+        "Keras' accumulation now feeds its schedule the update count: ParamGroupAdamW's own "
+        "update counter (`micro_steps`) may be replaceable by Keras' accumulation."
+    )
+
+
 # --------------------------------------------------------------------------------------------
 # Batch, configs, command line
 
@@ -553,6 +572,80 @@ def test_two_replica_mirrored_runs_equal_one_replica(tmp_path, baseline, initial
     assert "REPLICAS 2 1" in done.stdout and "REPLICAS 2 2" in done.stdout, done.stdout
     assert_same_weights(final_weights(mirrored["output_dir"]), expected)
     assert_same_weights(final_weights(accumulated["output_dir"]), expected)
+
+
+_KERAS_ACCUMULATION = """
+import json
+import keras, numpy as np, tensorflow as tf
+from keras_vswin import finetune as vt
+vt.configure_cpu_replicas(2)
+rng = np.random.default_rng(0)
+x = rng.standard_normal((32, 6)).astype("float32")
+y = np.eye(3, dtype="float32")[rng.integers(0, 3, 32)]
+rules = [{"pattern": "^hidden/", "lr_mult": 0.1}, {"pattern": "bias$", "decay_mult": 0.0}]
+
+def train(strategy, optimizer, batch_size):
+    keras.utils.set_random_seed(1)
+    with strategy.scope():
+        inputs = keras.Input((6,))
+        hidden = keras.layers.Dense(5, activation="relu", name="hidden")(inputs)
+        model = keras.Model(inputs, keras.layers.Dense(3, name="predictions")(hidden))
+        loss = keras.losses.CategoricalCrossentropy(from_logits=True)
+        model.compile(optimizer(), loss=loss)
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size)
+    model.fit(data, epochs=2, verbose=0, shuffle=False)
+    return model.get_weights()
+
+def worst(a, b):
+    return max(float(np.abs(u - v).max()) for u, v in zip(a, b))
+
+mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+schedule = vt.WarmupCosineDecay(0.05, 8, 2)
+def ours(accumulation=None):
+    return lambda: vt.ParamGroupAdamW(
+        schedule, 0.05, rules, epsilon=1.0, gradient_accumulation_steps=accumulation
+    )
+expected = train(tf.distribute.get_strategy(), ours(), 8)
+result = {"ours": worst(train(mirrored, ours(2), 4), expected)}
+sgd = train(tf.distribute.get_strategy(), lambda: keras.optimizers.SGD(0.05), 8)
+try:
+    accumulated = train(
+        mirrored, lambda: keras.optimizers.SGD(0.05, gradient_accumulation_steps=2), 4
+    )
+    result["keras"] = worst(accumulated, sgd)
+except Exception as error:
+    result["keras"] = f"{type(error).__name__}: {error}"[:400]
+print("RESULT " + json.dumps(result))
+"""
+
+
+def _result_line(output):
+    lines = [line for line in output.splitlines() if line.startswith("RESULT ")]
+    assert lines, output[-3000:]
+    return json.loads(lines[-1][len("RESULT ") :])
+
+
+def test_keras_accumulation_fails_under_mirrored_strategy():
+    """Pins why ParamGroupAdamW accumulates in its own `apply`: Keras' own
+    `gradient_accumulation_steps` puts the gradient all-reduce inside a condition, which a
+    2-replica MirroredStrategy rejects (`merge_call` in a cond). The same `fit` with
+    ParamGroupAdamW's accumulation equals one device without accumulation."""
+    done = subprocess.run(
+        [sys.executable, "-c", _KERAS_ACCUMULATION],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    result = _result_line(done.stdout + done.stderr)
+    assert result["ours"] <= 1e-6, result
+    keras_fails = isinstance(result["keras"], str) or result["keras"] > 1e-4
+    assert keras_fails, (
+        f"Keras' own gradient accumulation now trains correctly under MirroredStrategy "
+        f"({result}): ParamGroupAdamW.apply could leave accumulation to Keras."
+    )
+    if isinstance(result["keras"], str):
+        assert "merge_call" in result["keras"], result
 
 
 def _free_ports(count):
