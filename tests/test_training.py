@@ -648,6 +648,64 @@ def test_keras_accumulation_fails_under_mirrored_strategy():
         assert "merge_call" in result["keras"], result
 
 
+_KERAS_FIT_MULTI_WORKER = """
+import json
+import keras, numpy as np, tensorflow as tf
+from keras_vswin import finetune as vt
+strategy = tf.distribute.MultiWorkerMirroredStrategy()
+total = strategy.reduce("SUM", strategy.run(lambda: tf.constant(1.0)), axis=None)
+rng = np.random.default_rng(0)
+x = rng.standard_normal((64, 6)).astype("float32")
+y = np.eye(3, dtype="float32")[rng.integers(0, 3, 64)]
+
+def dataset_fn(context):
+    data = tf.data.Dataset.from_tensor_slices((x, y))
+    data = data.shard(context.num_input_pipelines, context.input_pipeline_id)
+    return data.batch(context.get_per_replica_batch_size(8)).repeat()
+
+def model():
+    keras.utils.set_random_seed(1)
+    with strategy.scope():
+        inputs = keras.Input((6,))
+        model = keras.Model(inputs, keras.layers.Dense(3)(inputs))
+        loss = keras.losses.CategoricalCrossentropy(from_logits=True)
+        model.compile(keras.optimizers.AdamW(0.01), loss=loss)
+    return model
+
+result = {"replicas": float(total)}
+try:
+    history = model().fit(
+        strategy.distribute_datasets_from_function(dataset_fn), epochs=2, steps_per_epoch=3,
+        verbose=0,
+    )
+    result["fit"] = history.history["loss"]
+except Exception as error:
+    result["fit"] = f"{type(error).__name__}: {error}"[:400]
+history = vt.StrategyLoop(model(), strategy).fit(dataset_fn, epochs=2, steps_per_epoch=3)
+result["loop"] = history.history["loss"]
+print("RESULT " + json.dumps(result))
+"""
+
+
+def test_keras_fit_fails_under_multi_worker_strategy(tmp_path):
+    """Pins why `keras-vswin train` runs its own loop (`finetune.StrategyLoop`): Keras' `fit`
+    under a real 2-worker MultiWorkerMirroredStrategy fails before its first step (Keras 3.15
+    averages the first input batch with `strategy.reduce`, which that strategy cannot do for
+    input batches, and then averages scalar metrics along an axis they do not have). The loop
+    trains on the same cluster."""
+    outputs = _run_workers([sys.executable, "-c", _KERAS_FIT_MULTI_WORKER], timeout=300)
+    results = [_result_line(output) for output in outputs]
+    for result in results:
+        assert result["replicas"] == 2.0, result  # the cluster works
+        assert len(result["loop"]) == 2 and all(np.isfinite(result["loop"])), result
+        assert isinstance(result["fit"], str), (
+            f"Keras' fit now trains under MultiWorkerMirroredStrategy ({result}): "
+            "keras-vswin train could use fit again instead of StrategyLoop."
+        )
+        assert "PerReplica" in result["fit"], f"fit fails differently now, re-check: {result}"
+    assert results[0]["loop"] == pytest.approx(results[1]["loop"])  # one global loss
+
+
 def _free_ports(count):
     sockets = [socket.socket() for _ in range(count)]
     for s in sockets:
@@ -656,6 +714,37 @@ def _free_ports(count):
     for s in sockets:
         s.close()
     return ports
+
+
+def _run_workers(command, timeout=300):
+    """Runs `command` as the two workers of a TF_CONFIG cluster on 127.0.0.1; their outputs."""
+    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+    processes = []
+    for index in range(2):
+        env = _env()
+        env["TF_CONFIG"] = json.dumps(
+            {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+        )
+        processes.append(
+            subprocess.Popen(
+                command,
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
+    outputs = []
+    try:
+        for process in processes:
+            outputs.append(process.communicate(timeout=timeout)[0])
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+    assert [p.returncode for p in processes] == [0, 0], outputs[0][-3000:] + outputs[-1][-3000:]
+    return outputs
 
 
 def test_two_worker_run_equals_one_process(tmp_path, baseline, initial_weights):
@@ -667,32 +756,7 @@ def test_two_worker_run_equals_one_process(tmp_path, baseline, initial_weights):
         distribution={"strategy": "multi_worker"},
     )
     path = write_config(tmp_path / "workers.json", config)
-    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
-    processes = []
-    for index in range(2):
-        env = _env()
-        env["TF_CONFIG"] = json.dumps(
-            {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
-        )
-        processes.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "training.train", "--config", path],
-                cwd=ROOT,
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
-        )
-    outputs = []
-    try:
-        for process in processes:
-            outputs.append(process.communicate(timeout=300)[0])
-    finally:
-        for process in processes:
-            if process.poll() is None:
-                process.kill()
-    assert [p.returncode for p in processes] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
+    outputs = _run_workers([sys.executable, "-m", "training.train", "--config", path])
     assert "MultiWorkerMirroredStrategy with 2 replica(s): batch 8 = 4 per replica" in outputs[0]
     assert_same_weights(final_weights(config["output_dir"]), expected)
     # The logged metrics are averaged over both workers, as one process computes them.
