@@ -421,6 +421,27 @@ def test_2d_imagenet_swin_is_inflated(tmp_path):
 # Training runs
 
 
+def _scalar_tags(log_dir):
+    """Tags of the TensorBoard event files in `log_dir`."""
+    import tensorflow as tf
+
+    tags = set()
+    for name in os.listdir(log_dir):
+        for event in tf.compat.v1.train.summary_iterator(os.path.join(log_dir, name)):
+            tags.update(value.tag for value in event.summary.value)
+    return tags
+
+
+def test_missing_tensorboard_names_the_extra(tmp_path, monkeypatch):
+    messages = []
+    monkeypatch.setitem(sys.modules, "tensorboard", None)  # `import tensorboard` fails
+    assert train._tensorboard_callback(str(tmp_path), messages.append) is None
+    assert "keras-vswin[tensorboard]" in messages[0]
+    monkeypatch.undo()
+    callback = train._tensorboard_callback(str(tmp_path), messages.append)
+    assert isinstance(callback, keras.callbacks.TensorBoard) and len(messages) == 1
+
+
 def test_run_writes_every_artifact(baseline):
     result, _ = baseline
     run_dir = result.run_dir
@@ -430,7 +451,8 @@ def test_run_writes_every_artifact(baseline):
         "epoch-002.keras",
         "epoch-003.keras",
     ]
-    assert {"train", "validation"} <= set(os.listdir(os.path.join(run_dir, "logs")))
+    assert _scalar_tags(os.path.join(run_dir, "logs", "train")) >= {"epoch_loss", "epoch_accuracy"}
+    assert "epoch_accuracy" in _scalar_tags(os.path.join(run_dir, "logs", "validation"))
     assert [r["epoch"] for r in result.history] == [0, 1, 2]
     assert {"loss", "accuracy", "top5_accuracy", "learning_rate", "val_accuracy"} <= set(
         result.history[0]

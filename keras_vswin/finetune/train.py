@@ -15,7 +15,7 @@ A run writes into `output_dir` (default `runs/<name>`):
 | `run.json` | derived numbers: replicas, batch split, steps, learning rate, parameter groups |
 | `backup/` | the resumable training state (`state-*.weights.h5` + `.json`) |
 | `checkpoints/epoch-NNN.keras` | a model checkpoint per epoch (the newest `keep_checkpoints`) |
-| `logs/` | TensorBoard |
+| `logs/` | TensorBoard (with the `[tensorboard]` extra) |
 | `history.csv`, `training_curves.png` | per-epoch metrics, learning rate and their plot |
 | `model.keras` | the final model (float32, no optimizer) |
 
@@ -159,42 +159,19 @@ def plot_history(history, path):
     plt.close(figure)
 
 
-def _tensorboard_callback(log_dir):
-    """Epoch scalars (`epoch_<metric>` under `train/` and `validation/`, as Keras' TensorBoard
-    callback names them), written with core TensorFlow ops: no `tensorboard` package needed."""
-    import tensorflow as tf
-    from tensorflow.core.framework import summary_pb2
-
-    keras = _keras()
-    metadata = summary_pb2.SummaryMetadata(
-        plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars")
-    )
-
-    class EpochScalars(keras.callbacks.Callback):
-        def __init__(self):
-            super().__init__()
-            self.writers = {}
-
-        def _writer(self, name):
-            if name not in self.writers:
-                self.writers[name] = tf.summary.create_file_writer(os.path.join(log_dir, name))
-            return self.writers[name]
-
-        def on_epoch_end(self, epoch, logs=None):
-            for key, value in (logs or {}).items():
-                split = "validation" if key.startswith("val_") else "train"
-                tag = "epoch_" + key.removeprefix("val_")
-                with self._writer(split).as_default():
-                    tf.summary.write(tag, float(value), step=epoch, metadata=metadata)
-            for writer in self.writers.values():
-                writer.flush()
-
-        def on_train_end(self, logs=None):
-            for writer in self.writers.values():
-                writer.close()
-            self.writers = {}
-
-    return EpochScalars()
+def _tensorboard_callback(log_dir, log):
+    """Keras' TensorBoard callback (epoch scalars under `train/` and `validation/`), or None
+    with a notice when the `[tensorboard]` extra is not installed (TensorFlow's summary ops
+    come from the `tensorboard` package)."""
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        log(
+            "note: no TensorBoard logs: the `tensorboard` package is missing; "
+            "install the extra with `pip install 'keras-vswin[tensorboard]'`."
+        )
+        return None
+    return _keras().callbacks.TensorBoard(log_dir, write_graph=False, profile_batch=0)
 
 
 def _history_callback(run_dir, backup, write, plot_every_s=30.0):
@@ -372,7 +349,7 @@ def run(config, log=print):
         callbacks.append(checkpoints)
         callbacks.append(_history_callback(run_dir, backup, chief))
         if chief:
-            callbacks.append(_tensorboard_callback(os.path.join(run_dir, "logs")))
+            callbacks.append(_tensorboard_callback(os.path.join(run_dir, "logs"), log))
         callbacks.append(_test_delay())
         callbacks = [c for c in callbacks if c is not None]
 
