@@ -165,8 +165,8 @@ class ParamGroupAdamW(keras.optimizers.AdamW):
     Gradient accumulation (`gradient_accumulation_steps=N`) averages N micro-batch gradients
     per update and works under `tf.distribute` strategies (Keras' own accumulation fails there,
     see `tests/test_training.py::test_keras_accumulation_fails_under_mirrored_strategy`):
-    gradients are all-reduced every micro-batch, accumulated per replica and applied every
-    N-th call. `iterations` and the learning-rate schedule count optimizer updates, not
+    gradients are all-reduced every micro-batch, accumulated on every replica's copy and applied
+    every N-th call. `iterations` and the learning-rate schedule count optimizer updates, not
     micro-batches.
 
     `apply` is the one entry point (also of `apply_gradients` and Keras' `fit`); on TensorFlow
@@ -204,6 +204,11 @@ class ParamGroupAdamW(keras.optimizers.AdamW):
             raise ValueError(
                 "`gradient_accumulation_steps` must be None or an integer >= 2, got "
                 f"{gradient_accumulation_steps!r}."
+            )
+        if gradient_accumulation_steps and keras.backend.backend() == "jax":
+            raise ValueError(
+                "ParamGroupAdamW's gradient_accumulation_steps needs the TensorFlow or PyTorch "
+                "backend (JAX applies optimizers statelessly)."
             )
         self.accumulation_steps = gradient_accumulation_steps
         self.param_rules = _check_rules(param_rules)
@@ -382,18 +387,13 @@ class ParamGroupAdamW(keras.optimizers.AdamW):
             self._count()
 
     def _apply_eagerly(self, grads, variables, indices):
-        """PyTorch and JAX: no distribution strategy; accumulation with `ops.cond`."""
+        """PyTorch and JAX: no distribution strategy; accumulation (PyTorch) with `ops.cond`."""
         learning_rate = self.learning_rate
         if not self.accumulation_steps:
             for gradient, variable, index in zip(self._clip(grads), variables, indices):
                 self._update(index)(variable, gradient, learning_rate)
             self._count()
             return
-        if keras.backend.backend() == "jax":
-            raise ValueError(
-                "ParamGroupAdamW's gradient_accumulation_steps needs the TensorFlow or PyTorch "
-                "backend (JAX applies optimizers statelessly)."
-            )
         is_update = self._is_update()
 
         def apply():
