@@ -588,12 +588,17 @@ def test_two_replica_mirrored_runs_equal_one_replica(tmp_path, baseline, initial
         env=_env(),
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "REPLICAS 2 1" in done.stdout and "REPLICAS 2 2" in done.stdout, done.stdout
     assert_same_weights(final_weights(mirrored["output_dir"]), expected)
     assert_same_weights(final_weights(accumulated["output_dir"]), expected)
+    # A training checkpoint loads with its optimizer state (after `import keras_vswin`).
+    checkpoint = os.path.join(accumulated["output_dir"], "checkpoints", "epoch-003.keras")
+    optimizer = keras.models.load_model(checkpoint).optimizer
+    assert isinstance(optimizer, vt.ParamGroupAdamW) and optimizer.accumulation_steps == 2
+    assert (int(optimizer.iterations), int(optimizer._micro_steps)) == (12, 24)
 
 
 _KERAS_ACCUMULATION = """
