@@ -255,6 +255,25 @@ def test_accumulation_counts_optimizer_steps_and_averages_gradients():
     assert float(accumulating.learning_rate) == pytest.approx(float(schedule(3)))
 
 
+def test_keras_accumulation_schedule_counts_micro_batches():
+    """Pins why ParamGroupAdamW counts updates itself: with Keras' own
+    `gradient_accumulation_steps` a schedule gets the micro-batch counter, so a recipe written
+    in optimizer updates (warmup epochs, cosine length) would run N times too fast."""
+    schedule = vt.WarmupCosineDecay(0.1, 10, 4, warmup_ratio=0.5)
+    keras_adamw = keras.optimizers.AdamW(schedule, weight_decay=0.0, gradient_accumulation_steps=2)
+    ours = vt.ParamGroupAdamW(schedule, weight_decay=0.0, gradient_accumulation_steps=2)
+    a, b = keras.Variable(np.ones(3, "float32")), keras.Variable(np.ones(3, "float32"))
+    for _ in range(4):  # two optimizer updates
+        keras_adamw.apply([np.ones(3, "float32")], [a])
+        ours.apply([np.ones(3, "float32")], [b])
+    assert int(keras_adamw.iterations) == int(ours.iterations) == 2
+    assert float(ours.learning_rate) == pytest.approx(float(schedule(2)))
+    assert float(keras_adamw.learning_rate) == pytest.approx(float(schedule(4))), (
+        "Keras' accumulation now feeds its schedule the update count: ParamGroupAdamW's own "
+        "update counter (`micro_steps`) may be replaceable by Keras' accumulation."
+    )
+
+
 # --------------------------------------------------------------------------------------------
 # Batch, configs, command line
 
@@ -402,6 +421,27 @@ def test_2d_imagenet_swin_is_inflated(tmp_path):
 # Training runs
 
 
+def _scalar_tags(log_dir):
+    """Tags of the TensorBoard event files in `log_dir`."""
+    import tensorflow as tf
+
+    tags = set()
+    for name in os.listdir(log_dir):
+        for event in tf.compat.v1.train.summary_iterator(os.path.join(log_dir, name)):
+            tags.update(value.tag for value in event.summary.value)
+    return tags
+
+
+def test_missing_tensorboard_names_the_extra(tmp_path, monkeypatch):
+    messages = []
+    monkeypatch.setitem(sys.modules, "tensorboard", None)  # `import tensorboard` fails
+    assert train._tensorboard_callback(str(tmp_path), messages.append) is None
+    assert "keras-vswin[tensorboard]" in messages[0]
+    monkeypatch.undo()
+    callback = train._tensorboard_callback(str(tmp_path), messages.append)
+    assert isinstance(callback, keras.callbacks.TensorBoard) and len(messages) == 1
+
+
 def test_run_writes_every_artifact(baseline):
     result, _ = baseline
     run_dir = result.run_dir
@@ -411,7 +451,8 @@ def test_run_writes_every_artifact(baseline):
         "epoch-002.keras",
         "epoch-003.keras",
     ]
-    assert {"train", "validation"} <= set(os.listdir(os.path.join(run_dir, "logs")))
+    assert _scalar_tags(os.path.join(run_dir, "logs", "train")) >= {"epoch_loss", "epoch_accuracy"}
+    assert "epoch_accuracy" in _scalar_tags(os.path.join(run_dir, "logs", "validation"))
     assert [r["epoch"] for r in result.history] == [0, 1, 2]
     assert {"loss", "accuracy", "top5_accuracy", "learning_rate", "val_accuracy"} <= set(
         result.history[0]
@@ -547,12 +588,149 @@ def test_two_replica_mirrored_runs_equal_one_replica(tmp_path, baseline, initial
         env=_env(),
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "REPLICAS 2 1" in done.stdout and "REPLICAS 2 2" in done.stdout, done.stdout
     assert_same_weights(final_weights(mirrored["output_dir"]), expected)
     assert_same_weights(final_weights(accumulated["output_dir"]), expected)
+    # A training checkpoint loads with its optimizer state (after `import keras_vswin`).
+    checkpoint = os.path.join(accumulated["output_dir"], "checkpoints", "epoch-003.keras")
+    optimizer = keras.models.load_model(checkpoint).optimizer
+    assert isinstance(optimizer, vt.ParamGroupAdamW) and optimizer.accumulation_steps == 2
+    assert (int(optimizer.iterations), int(optimizer._micro_steps)) == (12, 24)
+
+
+_KERAS_ACCUMULATION = """
+import json
+import keras, numpy as np, tensorflow as tf
+from keras_vswin import finetune as vt
+vt.configure_cpu_replicas(2)
+rng = np.random.default_rng(0)
+x = rng.standard_normal((32, 6)).astype("float32")
+y = np.eye(3, dtype="float32")[rng.integers(0, 3, 32)]
+rules = [{"pattern": "^hidden/", "lr_mult": 0.1}, {"pattern": "bias$", "decay_mult": 0.0}]
+
+def train(strategy, optimizer, batch_size):
+    keras.utils.set_random_seed(1)
+    with strategy.scope():
+        inputs = keras.Input((6,))
+        hidden = keras.layers.Dense(5, activation="relu", name="hidden")(inputs)
+        model = keras.Model(inputs, keras.layers.Dense(3, name="predictions")(hidden))
+        loss = keras.losses.CategoricalCrossentropy(from_logits=True)
+        model.compile(optimizer(), loss=loss)
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size)
+    model.fit(data, epochs=2, verbose=0, shuffle=False)
+    return model.get_weights()
+
+def worst(a, b):
+    return max(float(np.abs(u - v).max()) for u, v in zip(a, b))
+
+mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+schedule = vt.WarmupCosineDecay(0.05, 8, 2)
+def ours(accumulation=None):
+    return lambda: vt.ParamGroupAdamW(
+        schedule, 0.05, rules, epsilon=1.0, gradient_accumulation_steps=accumulation
+    )
+expected = train(tf.distribute.get_strategy(), ours(), 8)
+result = {"ours": worst(train(mirrored, ours(2), 4), expected)}
+sgd = train(tf.distribute.get_strategy(), lambda: keras.optimizers.SGD(0.05), 8)
+try:
+    accumulated = train(
+        mirrored, lambda: keras.optimizers.SGD(0.05, gradient_accumulation_steps=2), 4
+    )
+    result["keras"] = worst(accumulated, sgd)
+except Exception as error:
+    result["keras"] = f"{type(error).__name__}: {error}"[:400]
+print("RESULT " + json.dumps(result))
+"""
+
+
+def _result_line(output):
+    lines = [line for line in output.splitlines() if line.startswith("RESULT ")]
+    assert lines, output[-3000:]
+    return json.loads(lines[-1][len("RESULT ") :])
+
+
+def test_keras_accumulation_fails_under_mirrored_strategy():
+    """Pins why ParamGroupAdamW accumulates in its own `apply`: Keras' own
+    `gradient_accumulation_steps` puts the gradient all-reduce inside a condition, which a
+    2-replica MirroredStrategy rejects (`merge_call` in a cond). The same `fit` with
+    ParamGroupAdamW's accumulation equals one device without accumulation."""
+    done = subprocess.run(
+        [sys.executable, "-c", _KERAS_ACCUMULATION],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    result = _result_line(done.stdout + done.stderr)
+    assert result["ours"] <= 1e-6, result
+    keras_fails = isinstance(result["keras"], str) or result["keras"] > 1e-4
+    assert keras_fails, (
+        f"Keras' own gradient accumulation now trains correctly under MirroredStrategy "
+        f"({result}): ParamGroupAdamW.apply could leave accumulation to Keras."
+    )
+    if isinstance(result["keras"], str):
+        assert "merge_call" in result["keras"], result
+
+
+_KERAS_FIT_MULTI_WORKER = """
+import json
+import keras, numpy as np, tensorflow as tf
+from keras_vswin import finetune as vt
+strategy = tf.distribute.MultiWorkerMirroredStrategy()
+total = strategy.reduce("SUM", strategy.run(lambda: tf.constant(1.0)), axis=None)
+rng = np.random.default_rng(0)
+x = rng.standard_normal((64, 6)).astype("float32")
+y = np.eye(3, dtype="float32")[rng.integers(0, 3, 64)]
+
+def dataset_fn(context):
+    data = tf.data.Dataset.from_tensor_slices((x, y))
+    data = data.shard(context.num_input_pipelines, context.input_pipeline_id)
+    return data.batch(context.get_per_replica_batch_size(8)).repeat()
+
+def model():
+    keras.utils.set_random_seed(1)
+    with strategy.scope():
+        inputs = keras.Input((6,))
+        model = keras.Model(inputs, keras.layers.Dense(3)(inputs))
+        loss = keras.losses.CategoricalCrossentropy(from_logits=True)
+        model.compile(keras.optimizers.AdamW(0.01), loss=loss)
+    return model
+
+result = {"replicas": float(total)}
+try:
+    history = model().fit(
+        strategy.distribute_datasets_from_function(dataset_fn), epochs=2, steps_per_epoch=3,
+        verbose=0,
+    )
+    result["fit"] = history.history["loss"]
+except Exception as error:
+    result["fit"] = f"{type(error).__name__}: {error}"[:400]
+history = vt.StrategyLoop(model(), strategy).fit(dataset_fn, epochs=2, steps_per_epoch=3)
+result["loop"] = history.history["loss"]
+print("RESULT " + json.dumps(result))
+"""
+
+
+def test_keras_fit_fails_under_multi_worker_strategy(tmp_path):
+    """Pins why `keras-vswin train` runs its own loop (`finetune.StrategyLoop`): Keras' `fit`
+    under a real 2-worker MultiWorkerMirroredStrategy fails before its first step (Keras 3.15
+    averages the first input batch with `strategy.reduce`, which that strategy cannot do for
+    input batches, and then averages scalar metrics along an axis they do not have). The loop
+    trains on the same cluster."""
+    outputs = _run_workers([sys.executable, "-c", _KERAS_FIT_MULTI_WORKER], timeout=300)
+    results = [_result_line(output) for output in outputs]
+    for result in results:
+        assert result["replicas"] == 2.0, result  # the cluster works
+        assert len(result["loop"]) == 2 and all(np.isfinite(result["loop"])), result
+        assert isinstance(result["fit"], str), (
+            f"Keras' fit now trains under MultiWorkerMirroredStrategy ({result}): "
+            "keras-vswin train could use fit again instead of StrategyLoop."
+        )
+        assert "PerReplica" in result["fit"], f"fit fails differently now, re-check: {result}"
+    assert results[0]["loop"] == pytest.approx(results[1]["loop"])  # one global loss
 
 
 def _free_ports(count):
@@ -565,15 +743,8 @@ def _free_ports(count):
     return ports
 
 
-def test_two_worker_run_equals_one_process(tmp_path, baseline, initial_weights):
-    _, expected = baseline
-    config = tiny_config(
-        tmp_path,
-        name="workers",
-        model={"weights": initial_weights},
-        distribution={"strategy": "multi_worker"},
-    )
-    path = write_config(tmp_path / "workers.json", config)
+def _run_workers(command, timeout=300):
+    """Runs `command` as the two workers of a TF_CONFIG cluster on 127.0.0.1; their outputs."""
     workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
     processes = []
     for index in range(2):
@@ -583,7 +754,7 @@ def test_two_worker_run_equals_one_process(tmp_path, baseline, initial_weights):
         )
         processes.append(
             subprocess.Popen(
-                [sys.executable, "-m", "training.train", "--config", path],
+                command,
                 cwd=ROOT,
                 env=env,
                 stdout=subprocess.PIPE,
@@ -594,12 +765,25 @@ def test_two_worker_run_equals_one_process(tmp_path, baseline, initial_weights):
     outputs = []
     try:
         for process in processes:
-            outputs.append(process.communicate(timeout=300)[0])
+            outputs.append(process.communicate(timeout=timeout)[0])
     finally:
         for process in processes:
             if process.poll() is None:
                 process.kill()
-    assert [p.returncode for p in processes] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
+    assert [p.returncode for p in processes] == [0, 0], outputs[0][-3000:] + outputs[-1][-3000:]
+    return outputs
+
+
+def test_two_worker_run_equals_one_process(tmp_path, baseline, initial_weights):
+    _, expected = baseline
+    config = tiny_config(
+        tmp_path,
+        name="workers",
+        model={"weights": initial_weights},
+        distribution={"strategy": "multi_worker"},
+    )
+    path = write_config(tmp_path / "workers.json", config)
+    outputs = _run_workers([sys.executable, "-m", "training.train", "--config", path])
     assert "MultiWorkerMirroredStrategy with 2 replica(s): batch 8 = 4 per replica" in outputs[0]
     assert_same_weights(final_weights(config["output_dir"]), expected)
     # The logged metrics are averaged over both workers, as one process computes them.

@@ -1,4 +1,4 @@
-"""Fine-tuning with `model.fit`, the paper's recipe and `tf.distribute`.
+"""Fine-tuning: the paper's recipe, `tf.distribute` and fault tolerance.
 
 Building blocks (importable without running anything):
 - `ParamGroupAdamW`, `recipe_param_rules`, `param_multipliers`, `describe_param_groups`
@@ -8,6 +8,8 @@ Building blocks (importable without running anything):
   `configure_cpu_replicas` (`finetune.distribute`).
 - `TrainingBackup`, `AtomicModelCheckpoint`, `StopOnNonFiniteLoss`, `latest_checkpoint`
   (`finetune.callbacks`).
+- `StrategyLoop` (`finetune.loop`): the training loop under any `tf.distribute` strategy
+  (Keras' `fit` does not run under `MultiWorkerMirroredStrategy`).
 
 Workflows: `finetune.train` (`keras-vswin train`), `finetune.evaluate` (`keras-vswin evaluate`),
 their configs (`finetune.configs`) and `finetune.recipe` (config -> data, model, optimizer).
@@ -42,6 +44,7 @@ from keras_vswin.finetune.distribute import (
     resolve_batch,
     scaled_learning_rate,
 )
+from keras_vswin.finetune.loop import StrategyLoop
 from keras_vswin.finetune.optimizer import (
     ParamGroupAdamW,
     describe_param_groups,
@@ -56,6 +59,7 @@ __all__ = [
     "ParamGroupAdamW",
     "ResumePoint",
     "StopOnNonFiniteLoss",
+    "StrategyLoop",
     "TrainingBackup",
     "WarmupCosineDecay",
     "configure_cpu_replicas",

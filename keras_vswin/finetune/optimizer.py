@@ -17,8 +17,6 @@ from keras import ops
 
 PACKAGE = "keras_vswin"
 
-PACKAGE = "keras_vswin"
-
 # --------------------------------------------------------------------------------------------
 # Parameter groups
 
@@ -130,6 +128,31 @@ def describe_param_groups(variables, rules, weight_decay=None):
     return table
 
 
+class _ParamGroups:
+    """The variables an optimizer was built for and their multipliers.
+
+    A plain object on purpose: Keras' optimizer tracks the variables held in its lists and
+    dicts, and these are the model's, not the optimizer's.
+    """
+
+    def __init__(self, variables, rules):
+        self.variables = tuple(variables)
+        pairs = [param_multipliers(v.path, rules) for v in self.variables]
+        self.lr_mults = tuple(p[0] for p in pairs)
+        self.decay_mults = tuple(p[1] for p in pairs)
+        self._index = {id(v): i for i, v in enumerate(self.variables)}
+
+    def index(self, variable):
+        try:
+            return self._index[id(variable)]
+        except KeyError:
+            name = getattr(variable, "path", getattr(variable, "name", variable))
+            raise ValueError(
+                f"ParamGroupAdamW got a gradient for {name}, a variable it was not built for: "
+                "build a new optimizer for new variables."
+            ) from None
+
+
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class ParamGroupAdamW(keras.optimizers.AdamW):
     """AdamW with per-variable learning-rate and weight-decay multipliers.
@@ -140,26 +163,56 @@ class ParamGroupAdamW(keras.optimizers.AdamW):
     `param_multipliers`) matched against `variable.path`; unmatched variables use 1.0.
 
     Gradient accumulation (`gradient_accumulation_steps=N`) averages N micro-batch gradients
-    per update and works under `tf.distribute` strategies: gradients are all-reduced every
-    micro-batch, accumulated per replica and applied every N-th call. `iterations` and the
-    learning-rate schedule count optimizer updates, not micro-batches.
+    per update and works under `tf.distribute` strategies (Keras' own accumulation fails there,
+    see `tests/test_training.py::test_keras_accumulation_fails_under_mirrored_strategy`):
+    gradients are all-reduced every micro-batch, accumulated on every replica's copy and applied
+    every N-th call. `iterations` and the learning-rate schedule count optimizer updates, not
+    micro-batches.
+
+    `apply` is the one entry point (also of `apply_gradients` and Keras' `fit`); on TensorFlow
+    it must run in a replica context (inside `strategy.run`, as `fit` calls it). Not supported:
+    `use_ema`, `exclude_from_weight_decay` (use `param_rules` with `decay_mult=0`), variable
+    constraints, clipping together with accumulation, accumulation on the JAX backend.
 
     Args:
         learning_rate: a float or a `LearningRateSchedule` of the optimizer step.
         weight_decay: the base decoupled weight decay.
         param_rules: list of `{"pattern", "lr_mult", "decay_mult", "first_match"}` dicts
             (see `recipe_param_rules`).
+        gradient_accumulation_steps: micro-batches per update (None or >= 2).
         **kwargs: the other `keras.optimizers.AdamW` arguments (`beta_1`, `beta_2`, `epsilon`,
-            `gradient_accumulation_steps`, ...).
+            `clipnorm`, ...).
     """
 
-    def __init__(self, learning_rate=0.001, weight_decay=0.02, param_rules=None, **kwargs):
+    def __init__(
+        self,
+        learning_rate=0.001,
+        weight_decay=0.02,
+        param_rules=None,
+        gradient_accumulation_steps=None,
+        **kwargs,
+    ):
         kwargs.setdefault("epsilon", 1e-8)  # PyTorch's AdamW default
+        if kwargs.get("use_ema"):
+            raise ValueError("ParamGroupAdamW does not support `use_ema=True`.")
+        # Keras' own accumulation is not used (it fails under tf.distribute): this class
+        # accumulates in `apply` and keeps the number itself.
         super().__init__(learning_rate=learning_rate, weight_decay=weight_decay, **kwargs)
-        self.param_rules = _check_rules(param_rules)
-        if self.gradient_accumulation_steps and (
-            self.clipnorm or self.clipvalue or self.global_clipnorm
+        if gradient_accumulation_steps is not None and (
+            not isinstance(gradient_accumulation_steps, int) or gradient_accumulation_steps < 2
         ):
+            raise ValueError(
+                "`gradient_accumulation_steps` must be None or an integer >= 2, got "
+                f"{gradient_accumulation_steps!r}."
+            )
+        if gradient_accumulation_steps and keras.backend.backend() == "jax":
+            raise ValueError(
+                "ParamGroupAdamW's gradient_accumulation_steps needs the TensorFlow or PyTorch "
+                "backend (JAX applies optimizers statelessly)."
+            )
+        self.accumulation_steps = gradient_accumulation_steps
+        self.param_rules = _check_rules(param_rules)
+        if self.accumulation_steps and (self.clipnorm or self.clipvalue or self.global_clipnorm):
             raise ValueError(
                 "Gradient clipping is not supported together with gradient_accumulation_steps."
             )
@@ -168,71 +221,198 @@ class ParamGroupAdamW(keras.optimizers.AdamW):
         """`(lr_mult, decay_mult)` of a model variable."""
         return param_multipliers(variable.path, self.param_rules)
 
+    def exclude_from_weight_decay(self, var_list=None, var_names=None):
+        raise NotImplementedError(
+            "ParamGroupAdamW takes its weight-decay exclusions from `param_rules` "
+            "(a rule with decay_mult=0)."
+        )
+
     def build(self, variables):
         if self.built:
             return
+        for variable in variables:
+            if getattr(variable, "constraint", None) is not None:
+                raise ValueError(
+                    f"ParamGroupAdamW does not apply variable constraints; {variable.path} has one."
+                )
+            if getattr(variable, "overwrite_with_gradient", False):
+                raise ValueError(
+                    "ParamGroupAdamW does not support `overwrite_with_gradient` variables "
+                    f"({variable.path})."
+                )
         super().build(variables)
-        pairs = [self.multipliers(v) for v in variables]
-        self._lr_mults = tuple(p[0] for p in pairs)
-        self._decay_mults = tuple(p[1] for p in pairs)
+        self._groups = _ParamGroups(variables, self.param_rules)
+        if self.accumulation_steps:
+            self._accumulators = [
+                self.add_variable_from_reference(v, name="gradient_accumulator") for v in variables
+            ]
+            self._micro_steps = self.add_variable(
+                shape=(),
+                dtype="int",
+                initializer="zeros",
+                aggregation="only_first_replica",
+                name="micro_steps",
+            )
 
-    def _get_current_learning_rate(self):
-        # The schedule counts optimizer updates (Keras would pass the micro-batch counter).
-        if isinstance(self._learning_rate, keras.optimizers.schedules.LearningRateSchedule):
-            return self._learning_rate(self.iterations)
-        return super()._get_current_learning_rate()
+    def apply(self, grads, trainable_variables=None):
+        """Applies (or accumulates) one micro-batch of gradients; see the class docstring."""
+        if trainable_variables is None:
+            if not self.built:
+                raise ValueError(
+                    "ParamGroupAdamW.apply() without variables needs a built optimizer: call "
+                    "`optimizer.build(model.trainable_variables)` first."
+                )
+            trainable_variables = self._groups.variables
+        grads, trainable_variables = list(grads), list(trainable_variables)
+        if len(grads) != len(trainable_variables):
+            raise ValueError(
+                f"ParamGroupAdamW.apply() got {len(grads)} gradients for "
+                f"{len(trainable_variables)} variables."
+            )
+        if not self.built:
+            with keras.name_scope(self.name, caller=self):
+                self.build(trainable_variables)
+        pairs = [(g, v) for g, v in zip(grads, trainable_variables) if g is not None]
+        if not pairs:
+            return
+        grads = [g for g, _ in pairs]
+        variables = [v for _, v in pairs]
+        indices = [self._groups.index(v) for v in variables]
+        if self.loss_scale_factor is not None:
+            grads = [g / self.loss_scale_factor for g in grads]
+        with keras.name_scope(self.name, caller=self):
+            if keras.backend.backend() == "tensorflow":
+                self._apply_tensorflow(grads, variables, indices)
+            else:
+                self._apply_eagerly(grads, variables, indices)
 
-    def _apply_weight_decay(self, variables):
-        pass  # applied per variable in `update_step`, with the variable's learning rate
+    # -- the update of one variable
 
-    def update_step(self, gradient, variable, learning_rate):
-        index = self._get_variable_index(variable)
-        lr_mult, decay_mult = self._lr_mults[index], self._decay_mults[index]
-        learning_rate = ops.multiply(ops.cast(learning_rate, variable.dtype), lr_mult)
-        if self.weight_decay and decay_mult:
-            decay = ops.cast(self.weight_decay * decay_mult, variable.dtype)
-            self.assign_sub(variable, ops.multiply(variable, decay * learning_rate))
-        super().update_step(gradient, variable, learning_rate)
+    def _update(self, index):
+        """`update(variable, gradient, learning_rate)` of the variable at `index`."""
+        lr_mult = self._groups.lr_mults[index]
+        decay_mult = self._groups.decay_mults[index]
 
-    def _backend_apply_gradients(self, grads, trainable_variables):
-        if not self.gradient_accumulation_steps or keras.backend.backend() != "tensorflow":
-            return super()._backend_apply_gradients(grads, trainable_variables)
+        def update(variable, gradient, learning_rate):
+            learning_rate = ops.multiply(ops.cast(learning_rate, variable.dtype), lr_mult)
+            if self.weight_decay and decay_mult:
+                decay = ops.cast(self.weight_decay * decay_mult, variable.dtype)
+                self.assign_sub(variable, ops.multiply(variable, decay * learning_rate))
+            self.update_step(gradient, variable, learning_rate)
+
+        return update
+
+    def _accumulate_or_update(self, index):
+        """`fn(variable, gradient, learning_rate, is_update)`: adds the gradient to the
+        variable's accumulator, or on an update step applies the accumulated mean and clears
+        the accumulator."""
         import tensorflow as tf
 
-        steps = self.gradient_accumulation_steps
-        is_update = ops.equal((self._iterations + 1) % steps, 0)
-        learning_rate = self.learning_rate
-        tf_variables = [
-            v.value if isinstance(v, keras.Variable) else v for v in trainable_variables
-        ]
-        grads_and_vars = self._all_reduce_sum_gradients(list(zip(grads, tf_variables)))
+        update = self._update(index)
+        accumulator = self._accumulators[index]
+        steps = self.accumulation_steps
 
-        def accumulate_or_apply(variable, grad, learning_rate, is_update):
-            accumulator = self._accumulated_gradients[self._get_variable_index(variable)]
-
+        def accumulate_or_update(variable, gradient, learning_rate, is_update):
             def apply():
-                total = ops.divide(ops.add(accumulator.value, grad), steps)
-                self.update_step(total, variable, learning_rate)
+                update(
+                    variable, ops.divide(ops.add(accumulator.value, gradient), steps), learning_rate
+                )
                 self.assign(accumulator, ops.zeros_like(accumulator.value))
 
             def accumulate():
-                self.assign_add(accumulator, grad)
+                self.assign_add(accumulator, gradient)
 
             tf.cond(is_update, apply, accumulate)
 
-        def cross_replica(distribution, grads_and_vars, learning_rate, is_update):
-            for grad, variable in grads_and_vars:
-                distribution.extended.update(
-                    variable,
-                    accumulate_or_apply,
-                    args=(grad, learning_rate, is_update),
+        return accumulate_or_update
+
+    def _clip(self, grads):
+        """Keras' `clipvalue`, `clipnorm` (per gradient) or `global_clipnorm`."""
+
+        def scaled(values, norm, limit):
+            return [v * ops.minimum(1.0, limit / ops.maximum(norm, 1e-12)) for v in values]
+
+        if self.clipvalue:
+            return [ops.clip(g, -self.clipvalue, self.clipvalue) for g in grads]
+        if self.clipnorm:
+            return [scaled([g], ops.sqrt(ops.sum(ops.square(g))), self.clipnorm)[0] for g in grads]
+        if self.global_clipnorm:
+            norm = ops.sqrt(sum(ops.sum(ops.square(g)) for g in grads))
+            return scaled(grads, norm, self.global_clipnorm)
+        return grads
+
+    def _is_update(self):
+        return ops.equal((self._micro_steps + 1) % self.accumulation_steps, 0)
+
+    def _count(self, is_update=None):
+        if self.accumulation_steps:
+            self._micro_steps.assign_add(1)
+            self.iterations.assign_add(ops.cast(is_update, self.iterations.dtype))
+        else:
+            self.iterations.assign_add(1)
+
+    def _apply_tensorflow(self, grads, variables, indices):
+        import tensorflow as tf
+
+        # Public tf.distribute only: the replica context sums the gradients over replicas
+        # (Keras' losses divide by the replica count), and `extended.update` runs the
+        # per-variable update on each replica's copy (through `merge_call` where the strategy
+        # needs one). The accumulate-or-update choice is made inside that per-copy function:
+        # a condition around a synchronisation point is what breaks Keras' own accumulation.
+        context = tf.distribute.get_replica_context()
+        if context is None:
+            raise ValueError(
+                "ParamGroupAdamW.apply() must be called in a replica context "
+                "(inside `strategy.run`), not in the cross-replica context."
+            )
+        if context.num_replicas_in_sync > 1:
+            grads = context.all_reduce(tf.distribute.ReduceOp.SUM, grads)
+        extended = context.strategy.extended
+        learning_rate = self.learning_rate
+        if self.accumulation_steps:
+            is_update = self._is_update()
+            for gradient, variable, index in zip(grads, variables, indices):
+                extended.update(
+                    variable.value,
+                    self._accumulate_or_update(index),
+                    args=(gradient, learning_rate, is_update),
                     group=False,
                 )
+            self._count(is_update)
+        else:
+            for gradient, variable, index in zip(self._clip(grads), variables, indices):
+                extended.update(
+                    variable.value, self._update(index), args=(gradient, learning_rate), group=False
+                )
+            self._count()
 
-        # No synchronisation inside the cond: the merge call happens every micro-batch.
-        tf.__internal__.distribute.interim.maybe_merge_call(
-            cross_replica, self._distribution_strategy, grads_and_vars, learning_rate, is_update
-        )
+    def _apply_eagerly(self, grads, variables, indices):
+        """PyTorch and JAX: no distribution strategy; accumulation (PyTorch) with `ops.cond`."""
+        learning_rate = self.learning_rate
+        if not self.accumulation_steps:
+            for gradient, variable, index in zip(self._clip(grads), variables, indices):
+                self._update(index)(variable, gradient, learning_rate)
+            self._count()
+            return
+        is_update = self._is_update()
+
+        def apply():
+            for gradient, variable, index in zip(grads, variables, indices):
+                accumulator = self._accumulators[index]
+                mean = ops.divide(ops.add(accumulator, gradient), self.accumulation_steps)
+                self._update(index)(variable, mean, learning_rate)
+                self.assign(accumulator, ops.zeros_like(accumulator))
+
+        def accumulate():
+            for gradient, index in zip(grads, indices):
+                self.assign_add(self._accumulators[index], gradient)
+
+        ops.cond(is_update, apply, accumulate)
+        self._count(is_update)
 
     def get_config(self):
-        return {**super().get_config(), "param_rules": self.param_rules}
+        return {
+            **super().get_config(),
+            "param_rules": self.param_rules,
+            "gradient_accumulation_steps": self.accumulation_steps,
+        }

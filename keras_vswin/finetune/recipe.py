@@ -1,9 +1,8 @@
 """From a resolved config to the objects of a run: data, model, optimizer, schedule.
 
-`training.train` wires these into `model.fit`; `training.evaluate` reuses the data and label
-helpers. The numbers of the paper's recipe live in the config files (`training/configs/`), the
-mechanics in `keras_vswin.finetune`.
-"""
+`finetune.train` wires these into `finetune.StrategyLoop`; `finetune.evaluate` reuses the data
+and label helpers. The numbers of the paper's recipe live in the config files
+(`training/configs/`), the mechanics in `keras_vswin.finetune`."""
 
 from __future__ import annotations
 
@@ -456,19 +455,26 @@ def build_optimizer(config, plan, steps):
     )
 
 
+def make_metrics(config):
+    """Top-1 and top-5 accuracy (new metric objects; create them under the run's strategy)."""
+    import keras
+
+    classes = config["model"]["num_classes"]
+    return [
+        keras.metrics.CategoricalAccuracy(name="accuracy"),
+        keras.metrics.TopKCategoricalAccuracy(k=min(5, classes), name="top5_accuracy"),
+    ]
+
+
 def compile_model(model, config, optimizer):
     """Compiles with categorical cross-entropy (labels are one-hot, smoothed by the data),
     top-1 and top-5 accuracy; `train.jit_compile` turns XLA on."""
     import keras
 
-    classes = config["model"]["num_classes"]
     model.compile(
         optimizer=optimizer,
         loss=keras.losses.CategoricalCrossentropy(),
-        metrics=[
-            keras.metrics.CategoricalAccuracy(name="accuracy"),
-            keras.metrics.TopKCategoricalAccuracy(k=min(5, classes), name="top5_accuracy"),
-        ],
+        metrics=make_metrics(config),
         jit_compile=config["train"]["jit_compile"],
     )
     return model

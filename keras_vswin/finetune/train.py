@@ -1,4 +1,4 @@
-"""Fine-tune a Video Swin with `model.fit`: the paper's recipe, `tf.distribute`, fault tolerance.
+"""Fine-tune a Video Swin: the paper's recipe, `tf.distribute`, fault tolerance.
 
 ```
 keras-vswin train --config training/configs/swin_t_k400.py \
@@ -15,7 +15,7 @@ A run writes into `output_dir` (default `runs/<name>`):
 | `run.json` | derived numbers: replicas, batch split, steps, learning rate, parameter groups |
 | `backup/` | the resumable training state (`state-*.weights.h5` + `.json`) |
 | `checkpoints/epoch-NNN.keras` | a model checkpoint per epoch (the newest `keep_checkpoints`) |
-| `logs/` | TensorBoard |
+| `logs/` | TensorBoard (with the `[tensorboard]` extra) |
 | `history.csv`, `training_curves.png` | per-epoch metrics, learning rate and their plot |
 | `model.keras` | the final model (float32, no optimizer) |
 
@@ -38,7 +38,6 @@ Exit status: 0 done, 2 bad config or arguments, 3 the loss diverged.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import dataclasses
 import io
@@ -160,42 +159,19 @@ def plot_history(history, path):
     plt.close(figure)
 
 
-def _tensorboard_callback(log_dir):
-    """Epoch scalars (`epoch_<metric>` under `train/` and `validation/`, as Keras' TensorBoard
-    callback names them), written with core TensorFlow ops: no `tensorboard` package needed."""
-    import tensorflow as tf
-    from tensorflow.core.framework import summary_pb2
-
-    keras = _keras()
-    metadata = summary_pb2.SummaryMetadata(
-        plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars")
-    )
-
-    class EpochScalars(keras.callbacks.Callback):
-        def __init__(self):
-            super().__init__()
-            self.writers = {}
-
-        def _writer(self, name):
-            if name not in self.writers:
-                self.writers[name] = tf.summary.create_file_writer(os.path.join(log_dir, name))
-            return self.writers[name]
-
-        def on_epoch_end(self, epoch, logs=None):
-            for key, value in (logs or {}).items():
-                split = "validation" if key.startswith("val_") else "train"
-                tag = "epoch_" + key.removeprefix("val_")
-                with self._writer(split).as_default():
-                    tf.summary.write(tag, float(value), step=epoch, metadata=metadata)
-            for writer in self.writers.values():
-                writer.flush()
-
-        def on_train_end(self, logs=None):
-            for writer in self.writers.values():
-                writer.close()
-            self.writers = {}
-
-    return EpochScalars()
+def _tensorboard_callback(log_dir, log):
+    """Keras' TensorBoard callback (epoch scalars under `train/` and `validation/`), or None
+    with a notice when the `[tensorboard]` extra is not installed (TensorFlow's summary ops
+    come from the `tensorboard` package)."""
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        log(
+            "note: no TensorBoard logs: the `tensorboard` package is missing; "
+            "install the extra with `pip install 'keras-vswin[tensorboard]'`."
+        )
+        return None
+    return _keras().callbacks.TensorBoard(log_dir, write_graph=False, profile_batch=0)
 
 
 def _history_callback(run_dir, backup, write, plot_every_s=30.0):
@@ -254,56 +230,6 @@ def _strategy_name(strategy):
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         return "MultiWorkerMirroredStrategy"  # its class is CollectiveAllReduceStrategy
     return type(strategy).__name__
-
-
-def _prebuild_for_multi_worker(model, config, plan):
-    """Builds the compiled loss and metrics from shapes before `fit`.
-
-    Keras 3.15's `fit` otherwise builds them from a first batch that it averages with
-    `strategy.reduce` over a (clips, labels) tuple, which `MultiWorkerMirroredStrategy` cannot
-    reduce. Once built, that step has nothing to do and is skipped.
-    """
-    import numpy as np
-
-    data, spec = config["data"], config["model"]
-    clips = np.zeros(
-        (plan.per_replica_batch_size, data["clip_len"], data["crop_size"], data["crop_size"], 3),
-        "float32",
-    )
-    labels = np.zeros((plan.per_replica_batch_size, spec["num_classes"]), "float32")
-    model._symbolic_build(data_batch=(clips, labels))
-    model._maybe_symbolic_build = lambda *args, **kwargs: None
-
-
-@contextlib.contextmanager
-def _multi_worker_metric_reduction(strategy):
-    """Keras 3.15 averages the per-replica metric values of a multi-worker step with
-    `strategy.reduce("MEAN", value, axis=0)`, which fails for scalars: reduce them with
-    `axis=None` (the mean over replicas, as for one machine) while training."""
-    import tensorflow as tf
-    from keras.src.backend.tensorflow import trainer as tf_trainer
-
-    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        yield
-        return
-    original = tf_trainer.reduce_per_replica
-
-    def reduce_per_replica(values, strategy, reduction):
-        if reduction in ("auto", "mean"):
-
-            def mean(value):
-                if isinstance(value, tf.distribute.DistributedValues):
-                    return strategy.reduce("MEAN", value, axis=None)
-                return value
-
-            return tf.nest.map_structure(mean, values)
-        return original(values, strategy, reduction)
-
-    tf_trainer.reduce_per_replica = reduce_per_replica
-    try:
-        yield
-    finally:
-        tf_trainer.reduce_per_replica = original
 
 
 def seed_everything(seed):
@@ -375,8 +301,7 @@ def run(config, log=print):
             recipe.compile_model(model, config, optimizer)
             # `model.optimizer`: the LossScaleOptimizer wrapping `optimizer` under mixed_float16.
             model.optimizer.build(model.trainable_variables)
-            if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-                _prebuild_for_multi_worker(model, config, plan)
+            loop = finetune.StrategyLoop(model, strategy, recipe.make_metrics(config))
         info = {
             "replicas": strategy.num_replicas_in_sync,
             "strategy": _strategy_name(strategy),
@@ -424,10 +349,9 @@ def run(config, log=print):
         callbacks.append(checkpoints)
         callbacks.append(_history_callback(run_dir, backup, chief))
         if chief:
-            callbacks.append(_tensorboard_callback(os.path.join(run_dir, "logs")))
-        delay = _test_delay()
-        if delay:
-            callbacks.append(delay)
+            callbacks.append(_tensorboard_callback(os.path.join(run_dir, "logs"), log))
+        callbacks.append(_test_delay())
+        callbacks = [c for c in callbacks if c is not None]
 
         validation = None
         if data.eval is not None and spec["eval_every"]:
@@ -444,31 +368,22 @@ def run(config, log=print):
         if verbose == "auto":
             verbose = 1 if sys.stdout.isatty() else 2
 
-        def fit(initial_epoch, epochs, steps_per_epoch, start_step):
-            def dataset_fn(input_context):
-                return data.train(plan.micro_batch_size, input_context, start_step)
+        def dataset_fn(input_context):  # the stream continues where the run stopped
+            return data.train(plan.micro_batch_size, input_context, point.global_step)
 
-            model.fit(
-                strategy.distribute_datasets_from_function(dataset_fn),
-                initial_epoch=initial_epoch,
-                epochs=epochs,
-                steps_per_epoch=steps_per_epoch,
+        if point.epoch < spec["epochs"]:
+            loop.fit(
+                dataset_fn,
+                epochs=spec["epochs"],
+                steps_per_epoch=steps.micro_per_epoch,
+                initial_epoch=point.epoch,
+                initial_step=point.step,
+                callbacks=callbacks,
                 validation_data=validation,
                 validation_freq=spec["eval_every"] or 1,
                 validation_steps=spec["eval_steps"],
-                callbacks=callbacks,
                 verbose=verbose,
-                shuffle=False,
             )
-
-        epochs = spec["epochs"]
-        epoch = point.epoch
-        with _multi_worker_metric_reduction(strategy):
-            if point.step and epoch < epochs:
-                fit(epoch, epoch + 1, steps.micro_per_epoch - point.step, point.global_step)
-                epoch += 1
-            if epoch < epochs and nan_guard.failed_at is None:
-                fit(epoch, epochs, steps.micro_per_epoch, epoch * steps.micro_per_epoch)
 
         if nan_guard.failed_at is not None:
             failed_epoch, failed_batch = nan_guard.failed_at
@@ -503,7 +418,7 @@ def run(config, log=print):
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="keras-vswin train",
-        description="Fine-tune a Video Swin Transformer with model.fit (the paper's recipe, "
+        description="Fine-tune a Video Swin Transformer (the paper's recipe, "
         "tf.distribute, resumable).",
         epilog="Overrides are section.key=value with Python literals, e.g. train.epochs=3 "
         "optimizer.lr=1e-4 model.weights=kinetics400 data.train='shards/train-*.tfrecord'. "
