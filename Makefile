@@ -22,19 +22,20 @@ $(BIN)/python $(LOWEST_BIN)/python:
 	$@ -m pip install --quiet --upgrade pip setuptools wheel
 
 # Stamps re-run the install whenever the package metadata changes.
-$(VENV)/.installed-base: $(BIN)/python setup.cfg pyproject.toml
-	$(BIN)/python -m pip install --quiet -e .
+$(VENV)/.installed-demo: $(BIN)/python setup.cfg pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[tensorboard]'
 	touch $@
 
+# The test extra includes tensorboard: it also satisfies the demo.
 $(VENV)/.installed-test: $(BIN)/python setup.cfg pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test,torch]'
-	touch $@ $(VENV)/.installed-base
+	touch $@ $(VENV)/.installed-demo
 
 $(LOWEST)/.installed-test: $(LOWEST_BIN)/python setup.cfg pyproject.toml tests/constraints-lowest.txt
 	$(LOWEST_BIN)/python -m pip install --quiet -c tests/constraints-lowest.txt -e '.[test,torch]'
 	touch $@
 
-demo: $(VENV)/.installed-base
+demo: $(VENV)/.installed-demo
 	$(BIN)/python -m training.demo
 
 test: $(VENV)/.installed-test
