@@ -2,7 +2,7 @@
 
 ```
 keras-vswin evaluate --run runs/swin_t_k400          # the run's model.keras and config
-keras-vswin evaluate --model model.keras --config training/configs/swin_t_k400.py \
+keras-vswin evaluate --model model.keras --config swin_t_k400 \
     data.eval='shards/k400/val-*.tfrecord'
 ```
 

@@ -2,7 +2,7 @@
 
 `finetune.train` wires these into `finetune.StrategyLoop`; `finetune.evaluate` reuses the data
 and label helpers. The numbers of the paper's recipe live in the config files
-(`training/configs/`), the mechanics in `keras_vswin.finetune`."""
+(`keras_vswin/finetune/configs/`), the mechanics in `keras_vswin.finetune`."""
 
 from __future__ import annotations
 

@@ -1,9 +1,9 @@
 """Fine-tune a Video Swin: the paper's recipe, `tf.distribute`, fault tolerance.
 
 ```
-keras-vswin train --config training/configs/swin_t_k400.py \
+keras-vswin train --config swin_t_k400 \
     data.train='shards/k400/train-*.tfrecord' model.weights=swin_tiny_patch4_window7_224.pth
-keras-vswin train --config demo train.epochs=3          # a name in training/configs/
+keras-vswin train --config demo train.epochs=3          # a name in keras_vswin/finetune/configs/
 keras-vswin train --config runs/demo/config.json        # re-run a resolved config
 ```
 
@@ -428,7 +428,8 @@ def build_parser():
     parser.add_argument(
         "--config",
         required=True,
-        help="config file (training/configs/*.py, or a run's config.json) or a config name",
+        help="a config name (swin_t_k400, demo, ...: keras_vswin/finetune/configs/), a config "
+        "file, or a run's config.json",
     )
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
     parser.add_argument("--output", help="shortcut for output_dir=...")

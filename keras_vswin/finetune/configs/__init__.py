@@ -4,14 +4,14 @@ A config file is a Python file defining `CONFIG`, a nested dict of the keys it c
 `DEFAULTS`, and optionally `BASE`, the name (or path) of the config it extends:
 
 ```python
-# training/configs/swin_s_k400.py
+# keras_vswin/finetune/configs/swin_s_k400.py
 BASE = "swin_t_k400"
 CONFIG = {"model": {"variant": "S"}}
 ```
 
 Overrides on the command line are `section.key=value` with Python literals (`1e-4`, `[2, 4, 4]`,
 `None`, `'text'`; `true`/`false`/`null` also work, bare words are strings):
-`keras-vswin train --config training/configs/demo.py train.epochs=3 optimizer.lr=1e-3`.
+`keras-vswin train --config demo train.epochs=3 optimizer.lr=1e-3`.
 
 Every key is checked: an unknown key, a value of the wrong type or outside its choices raises a
 `ConfigError` naming the key (with the closest known keys).
@@ -392,7 +392,7 @@ def parse_overrides(items):
 
 
 def config_path(name_or_path):
-    """A config file path from a path or a name of a file in `training/configs/`."""
+    """A config file path from a path or a name of a file in `keras_vswin/finetune/configs/`."""
     candidates = [name_or_path, os.path.join(CONFIG_DIR, name_or_path)]
     if not name_or_path.endswith(".py"):
         candidates.append(os.path.join(CONFIG_DIR, name_or_path + ".py"))
@@ -446,7 +446,7 @@ def load_config(name_or_path=None, overrides=()):
 
     Args:
         name_or_path: a config file (`.py` with CONFIG, or a resolved `config.json`), a name in
-            `training/configs/`, or None (the defaults).
+            `keras_vswin/finetune/configs/`, or None (the defaults).
         overrides: `["section.key=value", ...]` or a dict of changes.
     """
     config = copy.deepcopy(DEFAULTS)
