@@ -4,19 +4,27 @@
 from keras_vswin import data
 
 train = data.train_dataset("shards/train-*.tfrecord", batch_size=8, num_classes=400)
-clips, labels = next(iter(train))      # (8, 32, 224, 224, 3) float32, (8, 400) float32
+clips, labels = next(iter(train))      # (8, 32, 224, 224, 3) uint8, (8, 400) float32
 val = data.eval_dataset("shards/val-*", batch_size=8, num_classes=400)
 test = data.test_dataset("shards/val-*", batch_size=1, num_classes=400)  # (1, 12, 32, 224, 224, 3)
+model = keras_vswin.preprocessing.with_clip_normalization(keras_vswin.VideoSwinT(...))
 ```
+
+Clips are RGB 0-255 uint8 by default: the model normalises them on the accelerator with a
+`keras_vswin.preprocessing.ClipNormalization` first layer (4x less host memory traffic and
+host-to-device transfer than float32). `normalize=True` gives float32 clips normalised with the
+model's mean/std (`keras_vswin.preprocessing.MEAN_RGB`, `STD_RGB`) for a model without it.
 
 How a shard is read: the shard files are listed, sharded per input pipeline
 (`tf.distribute.InputContext`), shuffled (training) and read `cycle_length` at a time by an
 interleave. Within a file, records go through a seeded shuffle buffer (training), are parsed with
 `tf.io.parse_single_sequence_example`, the frame indices of the clip are computed
-(`keras_vswin.data.sampling`) and only those frames' JPEGs are gathered and decoded; in training
-`tf.image.decode_and_crop_jpeg` decodes just the RandomResizedCrop box, the same box for every
-frame. Clips stay uint8 until batching, then are normalised with the model's mean/std
-(`keras_vswin.preprocessing.MEAN_RGB`, `STD_RGB`).
+(`keras_vswin.data.sampling`) and only those frames' JPEGs are decoded, each distinct frame once.
+In training the RandomResizedCrop box is drawn from the stored frame size (the shard context)
+before decoding, `tf.image.decode_and_crop_jpeg` decodes just that box (the same for every
+frame), then one bilinear resize per frame, the flip, and the clip stays uint8. Evaluation
+decodes only the centre crop when the frames already have the protocol's short side; multi-view
+testing decodes and resizes each frame once for all its crops.
 
 Randomness is stateless: every shard visit gets a seed from `seed` and every record a seed derived
 from it, so with `deterministic=True` and a `seed` the batches are reproducible, whatever the
@@ -40,6 +48,7 @@ import tensorflow as tf
 from keras_vswin.data import augment, sampling, schema
 from keras_vswin.data import views as view_protocol
 from keras_vswin.data.views import KINETICS, KINETICS_VALIDATION, ViewProtocol, normalize
+from keras_vswin.preprocessing import MEAN_RGB, STD_RGB
 
 AUTOTUNE = tf.data.AUTOTUNE
 _LOG = logging.getLogger("keras_vswin.data")
@@ -286,27 +295,61 @@ def _read_all(files, decode, placeholder, *, training, seed, input_context, conf
 # Decoding
 
 
-def _decode_frames(jpegs, crop_window=None):
-    """Decodes a 1-D string tensor of JPEGs (repeated ones once) -> `(n, h, w, 3)` uint8."""
-    unique, inverse = tf.unique(jpegs)
+def _stored_size(context, jpeg):
+    """`(height, width)` int32 of the stored frames: from the shard's context, or from the JPEG
+    header of `jpeg` for shards that do not record it (DMVR-style writers may leave it out)."""
+    height = tf.cast(context[schema.HEIGHT], tf.int32)
+    width = tf.cast(context[schema.WIDTH], tf.int32)
+    size = tf.cond(
+        (height > 0) & (width > 0),
+        lambda: tf.stack([height, width]),
+        lambda: tf.image.extract_jpeg_shape(jpeg)[:2],
+    )
+    return size[0], size[1]
+
+
+def _decode_unique(frames, indices, crop_window=None):
+    """Decodes the JPEGs `frames[indices]`, each distinct frame once.
+
+    Args:
+        frames: 1-D string tensor, one JPEG per stored frame.
+        indices: 1-D int64 frame indices (a looped short video repeats some).
+        crop_window: optional `[y, x, height, width]`: only that box is decoded.
+
+    Returns:
+        `(decoded, inverse)`: `(distinct frames, h, w, 3)` uint8 and the position of every
+        index in it (see `_repeat_frames`).
+    """
+    unique, inverse = tf.unique(indices)
 
     def decode_one(jpeg):
         if crop_window is None:
             return tf.io.decode_jpeg(jpeg, channels=3)
         return tf.image.decode_and_crop_jpeg(jpeg, crop_window, channels=3)
 
-    frames = tf.map_fn(
+    decoded = tf.map_fn(
         decode_one,
-        unique,
+        tf.gather(frames, unique),
         fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8),
         parallel_iterations=8,
     )
-    return tf.gather(frames, inverse)
+    return decoded, inverse
+
+
+def _repeat_frames(decoded, inverse):
+    """`decoded[inverse]`: the clip's frames in order; no copy when no frame repeats."""
+    repeats = tf.shape(decoded)[0] < tf.size(inverse)
+    return tf.cond(repeats, lambda: tf.gather(decoded, inverse), lambda: decoded)
 
 
 def _resize_uint8(frames, size):
-    resized = tf.image.resize(frames, size, method="bilinear")
-    return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
+    """One bilinear resize of uint8 frames, rounded back to uint8 (the official pipeline's
+    frames are uint8 after every step)."""
+    # From float32: TensorFlow's bilinear kernel runs about twice as fast on float32 as on uint8
+    # input, with bitwise the same values. A bilinear mix of values in [0, 255] stays in it, so
+    # no clipping is needed before the cast.
+    resized = tf.image.resize(tf.cast(frames, tf.float32), size, method="bilinear")
+    return tf.cast(tf.round(resized), tf.uint8)
 
 
 def _sample(num_frames, config, training, seed, num_clips=1):
@@ -363,19 +406,22 @@ def _train_decoder(config):
         context, frames, num_frames = _parse(record, name)
         seeds = tf.random.experimental.stateless_split(seed, 4)
         indices = _sample(num_frames, config, True, seeds[0])[0]
-        jpegs = tf.gather(frames, indices)
-        shape = tf.image.extract_jpeg_shape(jpegs[0])
+        # The box is drawn from the stored frame size before any decoding, and only the box is
+        # decoded, resized once, flipped and kept uint8.
+        height, width = _stored_size(context, frames[indices[0]])
         window = augment.random_resized_crop_window(
-            shape[0],
-            shape[1],
+            height,
+            width,
             seeds[1],
             area_range=config["area_range"],
             aspect_ratio_range=config["aspect_ratio_range"],
         )
-        clip = _resize_uint8(_decode_frames(jpegs, window), [crop, crop])
+        decoded, inverse = _decode_unique(frames, indices, window)
+        clip = _resize_uint8(decoded, [crop, crop])
         if config["flip"]:
             clip = augment.flip_clip(clip, seeds[2])
-        if rand_augment is not None:
+        clip = _repeat_frames(clip, inverse)
+        if rand_augment is not None:  # after the repeats: equalize uses the clip's histogram
             clip = rand_augment(clip, seeds[3])
             clip = tf.cast(tf.round(clip), tf.uint8)
         clip = tf.ensure_shape(clip, [clip_len, crop, crop, 3])
@@ -391,20 +437,21 @@ def _eval_decoder(config):
         del seed
         context, frames, num_frames = _parse(record, name)
         indices = _sample(num_frames, config, False, None)[0]
-        jpegs = tf.gather(frames, indices)
-        shape = tf.image.extract_jpeg_shape(jpegs[0])
-        height, width = shape[0], shape[1]
+        height, width = _stored_size(context, frames[indices[0]])
         already_scaled = tf.equal(tf.minimum(height, width), short_side)
 
         def crop_while_decoding():  # frames already have the short side: decode the crop only
             y, x = augment.centre_crop_offsets(height, width, crop)
-            return _decode_frames(jpegs, tf.stack([y, x, crop, crop]))
+            decoded, inverse = _decode_unique(frames, indices, tf.stack([y, x, crop, crop]))
+            return _repeat_frames(decoded, inverse)
 
         def resize_then_crop():
-            size = augment.short_side_size(height, width, short_side)
-            frames_ = _resize_uint8(_decode_frames(jpegs), size)
+            decoded, inverse = _decode_unique(frames, indices)
+            shape = tf.shape(decoded)
+            size = augment.short_side_size(shape[1], shape[2], short_side)
+            resized = _resize_uint8(decoded, size)
             y, x = augment.centre_crop_offsets(size[0], size[1], crop)
-            return frames_[:, y : y + crop, x : x + crop]
+            return _repeat_frames(resized[:, y : y + crop, x : x + crop], inverse)
 
         clip = tf.cond(already_scaled, crop_while_decoding, resize_then_crop)
         clip = tf.ensure_shape(clip, [clip_len, crop, crop, 3])
@@ -422,16 +469,17 @@ def _test_decoder(config):
         del seed
         context, frames, num_frames = _parse(record, name)
         indices = tf.reshape(view_protocol.clip_indices(num_frames, protocol), [-1])
-        jpegs = tf.gather(frames, indices)
-        shape = tf.image.extract_jpeg_shape(jpegs[0])
+        # Every frame is decoded (and resized) once, then cut into all the crops.
+        decoded, inverse = _decode_unique(frames, indices)
+        shape = tf.shape(decoded)[1:3]
         size = augment.short_side_size(shape[0], shape[1], short_side)
-        decoded = _decode_frames(jpegs)
         decoded = tf.cond(
-            tf.reduce_all(tf.equal(size, shape[:2])),
+            tf.reduce_all(tf.equal(size, shape)),
             lambda: decoded,
             lambda: _resize_uint8(decoded, size),
         )
-        return _outputs(context, view_protocol.crop_views(decoded[None], protocol)[0])
+        clips = _repeat_frames(decoded, inverse)
+        return _outputs(context, view_protocol.crop_views(clips[None], protocol)[0])
 
     return decode, _placeholder([views, clip_len, crop, crop, 3])
 
@@ -514,6 +562,7 @@ def train_dataset(
     mix_switch_prob=0.5,
     label_smoothing=0.0,
     label_mode="one_hot",
+    normalize=False,
     shuffle_buffer=64,
     cycle_length=None,
     seed=None,
@@ -528,8 +577,14 @@ def train_dataset(
     `clip_len` equal segments, the SSv2 recipe), a RandomResizedCrop box (`area_range`,
     `aspect_ratio_range`) decoded straight from the JPEGs and resized to `crop_size`, a left-right
     flip with probability 0.5 (`flip=False` for SSv2), then optional RandAugment; per batch:
-    normalisation, optional random erasing and MixUp/CutMix. Every random choice is made once per
+    optional normalisation, random erasing and MixUp/CutMix. Every random choice is made once per
     clip and applied to all its frames.
+
+    Clips stay uint8 from decoding to the model (`normalize=False`, the default): the model
+    normalises them on the accelerator with a `keras_vswin.preprocessing.ClipNormalization`
+    first layer (`with_clip_normalization(model)`), which moves 4x fewer bytes through host
+    memory and to the device than float32 clips. `normalize=True` gives float32 clips
+    normalised like `keras_vswin.preprocess_input`, for a model without that layer.
 
     Args:
         file_pattern: shard glob, folder, file or list (see `list_shards`).
@@ -547,6 +602,9 @@ def train_dataset(
         label_smoothing: epsilon of label smoothing (SSv2: 0.1).
         label_mode: `"one_hot"` (float32 `(batch, num_classes)`) or `"int"` (int32 `(batch,)`;
             not with MixUp/CutMix/smoothing).
+        normalize: False: clips in RGB 0-255 units, uint8 (float32 when random erasing or
+            MixUp/CutMix are on: their values are fractional), for a model with a
+            `ClipNormalization` first layer; True: float32 normalised with the official mean/std.
         shuffle_buffer: records held for shuffling, spread over the files read at once.
         cycle_length: shards read at once (default 8, at most the number of shards).
         seed: int for reproducible randomness (None: different every run).
@@ -559,7 +617,7 @@ def train_dataset(
 
     Returns:
         A `tf.data.Dataset` of `(clips, labels)`: clips `(batch, clip_len, crop_size, crop_size,
-        3)` float32 normalised.
+        3)`, uint8 0-255 (see `normalize`).
     """
     _check_common(
         batch_size, clip_len, frame_interval, crop_size, sampling, label_mode, num_classes
@@ -611,15 +669,51 @@ def train_dataset(
         num_parallel_calls=AUTOTUNE,
         deterministic=deterministic,
     )
+    dataset = _batch_augment(
+        dataset,
+        normalize=normalize,
+        seed=seed,
+        random_erasing=random_erasing,
+        mixup=mixup,
+        cutmix=cutmix,
+        mix_switch_prob=mix_switch_prob,
+        deterministic=deterministic,
+    )
+    return _finish(dataset, counter, deterministic, input_context)
+
+
+def _batch_augment(
+    dataset,
+    *,
+    normalize,
+    seed,
+    random_erasing,
+    mixup,
+    cutmix,
+    mix_switch_prob,
+    deterministic,
+):
+    """The per-batch steps of training: normalisation (`normalize=True`), random erasing and
+    MixUp/CutMix. Raw clips stay uint8 unless erasing or mixing makes them fractional."""
+    if not (normalize or random_erasing > 0 or mixup > 0 or cutmix > 0):
+        return dataset
     batch_seed = None if seed is None else seed * 1_000_003 + 17
     batch_seeds = tf.data.Dataset.random(seed=batch_seed, rerandomize_each_iteration=True)
-    dataset = tf.data.Dataset.zip((dataset, batch_seeds.batch(2, drop_remainder=True)))
+    batch_seeds = batch_seeds.batch(2, drop_remainder=True)
+    dataset = tf.data.Dataset.zip((dataset, batch_seeds))
+    if normalize:
+        clip_units = {}
+    else:  # 0-255 units: erasing noise is drawn in normalised units, then mapped back
+        clip_units = {"mean": MEAN_RGB, "std": STD_RGB}
 
     def batch_augment(batch, seed_pair):
         clips, labels = batch
         seeds = tf.random.experimental.stateless_split(seed_pair, 2)
-        clips = normalize(clips)
-        clips = augment.random_erasing(clips, seeds[0], probability=random_erasing)
+        if normalize:
+            clips = view_protocol.normalize(clips)
+        else:
+            clips = tf.cast(clips, tf.float32)
+        clips = augment.random_erasing(clips, seeds[0], probability=random_erasing, **clip_units)
         clips, labels = augment.mixup_cutmix(
             clips,
             labels,
@@ -630,8 +724,7 @@ def train_dataset(
         )
         return clips, labels
 
-    dataset = dataset.map(batch_augment, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
-    return _finish(dataset, counter, deterministic, input_context)
+    return dataset.map(batch_augment, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
 
 
 def _evaluation_dataset(
@@ -663,9 +756,11 @@ def _evaluation_dataset(
         num_parallel_calls=AUTOTUNE,
         deterministic=True,
     )
-    dataset = dataset.map(
-        lambda clips, *rest: (normalize(clips), *rest), num_parallel_calls=AUTOTUNE
-    )
+    if config["normalize"]:
+        dataset = dataset.map(
+            lambda clips, *rest: (view_protocol.normalize(clips), *rest),
+            num_parallel_calls=AUTOTUNE,
+        )
     return _finish(dataset, counter, config["deterministic"], input_context)
 
 
@@ -676,6 +771,7 @@ def eval_dataset(
     num_classes=None,
     protocol=None,
     label_mode="one_hot",
+    normalize=False,
     cycle_length=None,
     deterministic=True,
     skip_corrupt=False,
@@ -691,14 +787,17 @@ def eval_dataset(
             already have it) and centre-cropped to `crop_size`. Default `KINETICS_VALIDATION`
             (32x2 frames, short side 256, 224 crop: mmaction's validation pipeline).
 
+        normalize: False: uint8 RGB 0-255 clips, for a model with a `ClipNormalization` first
+            layer; True: float32 normalised like `keras_vswin.preprocess_input`.
+
     Returns:
         `(clips, labels)` or, with `with_filenames`, `(clips, labels, filenames)`; clips
-        `(batch, clip_len, crop_size, crop_size, 3)` float32 normalised, the last batch possibly
-        smaller. Other arguments as in `train_dataset`.
+        `(batch, clip_len, crop_size, crop_size, 3)` (uint8, or float32 normalised), the last
+        batch possibly smaller. Other arguments as in `train_dataset`.
     """
     protocol = ViewProtocol.from_dict(protocol or KINETICS_VALIDATION, "protocol").single_view()
     config = _evaluation_config(protocol, batch_size, label_mode, num_classes)
-    config.update(cycle_length=cycle_length or 8, deterministic=deterministic)
+    config.update(cycle_length=cycle_length or 8, deterministic=deterministic, normalize=normalize)
     config["counter"] = _counter(skip_corrupt)
     return _evaluation_dataset(
         file_pattern,
@@ -717,6 +816,7 @@ def test_dataset(
     num_classes=None,
     protocol=None,
     label_mode="one_hot",
+    normalize=False,
     cycle_length=None,
     deterministic=True,
     skip_corrupt=False,
@@ -733,13 +833,14 @@ def test_dataset(
 
     Returns:
         `(clips, labels)` (or with filenames), clips of shape
-        `(batch, num_clips * num_crops, clip_len, crop_size, crop_size, 3)` float32 normalised,
-        where view `v = clip * num_crops + crop`. A 4x3 batch of one 32x224x224 video is 231 MB.
-        Other arguments as in `eval_dataset`.
+        `(batch, num_clips * num_crops, clip_len, crop_size, crop_size, 3)` uint8 (float32
+        normalised with `normalize=True`), where view `v = clip * num_crops + crop`. A 4x3 batch
+        of one 32x224x224 video is 58 MB as uint8 (231 MB as float32). Every sampled frame is
+        decoded and resized once for all its crops. Other arguments as in `eval_dataset`.
     """
     protocol = ViewProtocol.from_dict(protocol or KINETICS, "protocol")
     config = _evaluation_config(protocol, batch_size, label_mode, num_classes)
-    config.update(cycle_length=cycle_length or 8, deterministic=deterministic)
+    config.update(cycle_length=cycle_length or 8, deterministic=deterministic, normalize=normalize)
     config["counter"] = _counter(skip_corrupt)
     return _evaluation_dataset(
         file_pattern,
