@@ -637,3 +637,95 @@ def test_uint8_clips_give_the_logits_of_normalised_clips(shards):
         np.testing.assert_allclose(
             np.asarray(front(raw)), np.asarray(plain(normalised)), rtol=0, atol=1e-6
         )
+
+
+WORKER = """
+import sys
+import tensorflow as tf
+service = tf.data.experimental.service
+config = service.WorkerConfig(
+    dispatcher_address=sys.argv[1], worker_address="127.0.0.1:%port%", port=0)
+worker = service.WorkerServer(config)
+print("worker ready", flush=True)
+worker.join()
+"""
+
+
+def wait_for_service_workers(service_address, count, timeout=240):
+    """Returns once `count` workers serve new jobs (workers register with the dispatcher a
+    little after they start): each worker repeats a random number of its own."""
+    import time
+
+    draw = tf.data.Dataset.from_tensors(tf.constant(0, tf.int64)).map(
+        lambda _: tf.raw_ops.RandomUniformInt(
+            shape=tf.constant([], tf.int32),
+            minval=tf.constant(0, tf.int64),
+            maxval=tf.constant(2**62, tf.int64),
+            seed=0,
+            seed2=0,
+        )  # fmt: skip
+    )
+    probe = (
+        draw.cache()
+        .repeat()
+        .apply(tf.data.experimental.service.distribute("parallel_epochs", service_address))
+    )
+    deadline = time.monotonic() + timeout
+    while len({int(x) for x in probe.take(4 * count)}) < count:
+        assert time.monotonic() < deadline, f"{count} tf.data service workers did not start"
+        time.sleep(0.5)
+
+
+def test_train_two_steps_from_tf_data_service_workers(shards, corrupt_shards, tmp_path):
+    # A dispatcher and two worker processes on 127.0.0.1. The workers import TensorFlow only:
+    # the pipeline reaches them as a graph. Each runs the whole training pipeline with its own
+    # random draws, so no clip comes twice.
+    import keras_vswin
+    from keras_vswin.preprocessing import with_clip_normalization
+
+    service = tf.data.experimental.service
+    dispatcher = service.DispatchServer(service.DispatcherConfig(port=0))
+    address = "127.0.0.1:" + dispatcher.target.rsplit(":", 1)[1]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, address],
+            cwd=tmp_path,
+            env=env,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        for _ in range(2)
+    ]
+    try:
+        for worker in workers:
+            assert worker.stdout.readline().strip() == "worker ready"
+        wait_for_service_workers(f"grpc://{address}", 2)
+        tf.random.set_seed(3)  # a global seed must not make the workers draw alike
+        dataset = data.train_dataset(
+            str(shards), 2, num_classes=2, clip_len=4, crop_size=32, skip_corrupt=True,
+            data_service=f"grpc://{address}",
+        )  # fmt: skip
+        model = with_clip_normalization(keras_vswin.VideoSwin(**TINY_MODEL))
+        model.compile(optimizer="sgd", loss="categorical_crossentropy")
+        history = model.fit(dataset, epochs=1, steps_per_epoch=2, verbose=0)
+        assert np.isfinite(history.history["loss"]).all()
+        clips = np.concatenate([c.numpy() for c, _ in dataset.take(8)])
+        assert clips.dtype == np.uint8 and clips.shape == (16, 4, 32, 32, 3)
+        assert len({clip.tobytes() for clip in clips}) == len(clips)
+        assert all(worker.poll() is None for worker in workers)
+        # skip_corrupt: the workers drop the bad records (and log them there)
+        skipping = data.train_dataset(
+            corrupt_shards["jpeg"], 2, num_classes=2, clip_len=4, crop_size=32,
+            skip_corrupt=True, data_service=f"grpc://{address}",
+        )  # fmt: skip
+        for clips, _ in skipping.take(2):
+            assert clips.shape == (2, 4, 32, 32, 3)
+        with pytest.raises(ValueError, match="seed must be None"):
+            data.train_dataset(str(shards), 2, num_classes=2, seed=1, data_service=address)
+    finally:
+        for worker in workers:
+            worker.kill()
+            worker.wait(timeout=60)

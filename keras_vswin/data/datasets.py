@@ -26,6 +26,9 @@ frame), then one bilinear resize per frame, the flip, and the clip stays uint8. 
 decodes only the centre crop when the frames already have the protocol's short side; multi-view
 testing decodes and resizes each frame once for all its crops.
 
+To feed more accelerators than one host's cores can, run the same pipeline on other machines
+with tf.data service (`from_data_service`).
+
 Randomness is stateless: every shard visit gets a seed from `seed` and every record a seed derived
 from it, so with `deterministic=True` and a `seed` the batches are reproducible, whatever the
 parallelism.
@@ -41,6 +44,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
+import sys
 import threading
 
 import tensorflow as tf
@@ -53,11 +57,13 @@ from keras_vswin.preprocessing import MEAN_RGB, STD_RGB
 AUTOTUNE = tf.data.AUTOTUNE
 _LOG = logging.getLogger("keras_vswin.data")
 _RECORD_OVERHEAD = 16  # TFRecord framing: length (8) + length CRC (4) + data CRC (4)
+_LOG_CORRUPT = "log"  # skip_corrupt on tf.data service workers: skip and log, no counting
 
 __all__ = [
     "CorruptRecords",
     "distribute_dataset",
     "eval_dataset",
+    "from_data_service",
     "list_shards",
     "normalize",
     "test_dataset",
@@ -238,6 +244,12 @@ def _read_shard(filename, size, file_seed, decode, placeholder, config):
         if counter is None:
             message = _corrupt_message(filename, read, survivors, bytes_read, size)
             guard = tf.debugging.Assert(tf.logical_not(problem), [message], summarize=1)
+        elif counter == _LOG_CORRUPT:  # on tf.data service workers: no Python to count with
+            guard = tf.cond(
+                problem,
+                lambda: _log_corrupt(filename, read, survivors, bytes_read, size),
+                lambda: tf.constant(True),
+            )
         else:
             guard = tf.cond(
                 problem,
@@ -254,15 +266,78 @@ def _read_shard(filename, size, file_seed, decode, placeholder, config):
     return stream.map(lambda is_sentinel, element: element)
 
 
-def _files_dataset(files, input_context, training, seed):
+def _log_corrupt(filename, read, survivors, bytes_read, size):
+    message = tf.strings.join(
+        [
+            "keras_vswin.data: skipped corrupt data in ",
+            filename,
+            ": ",
+            tf.strings.as_string(read - survivors),
+            " bad record(s) of ",
+            tf.strings.as_string(read),
+            tf.where(bytes_read != size, ", and the file is damaged after the last one", ""),
+        ]
+    )
+    with tf.control_dependencies([tf.print(message, output_stream=sys.stderr)]):
+        return tf.constant(True)
+
+
+def _worker_random_seeds():
+    """An endless dataset of `(2,)` int64 stateless seeds from a base drawn when the pipeline
+    starts on the machine that runs it: every tf.data service worker gets its own stream, whatever
+    the seeds (or global seed) of the machine that built the pipeline."""
+    # A raw op with seed=seed2=0 seeds itself at random when it runs (the Python random
+    # functions would derive a fixed seed from a global seed, the same on every worker).
+    base = tf.data.Dataset.from_tensors(tf.constant(0, tf.int64)).map(
+        lambda _: tf.raw_ops.RandomUniformInt(
+            shape=[2],
+            minval=tf.constant(0, tf.int64),
+            maxval=tf.constant(2**62, tf.int64),
+            seed=0,
+            seed2=0,
+        )
+    )
+    return base.flat_map(
+        lambda seed: tf.data.Dataset.counter().map(
+            lambda step: tf.random.experimental.stateless_fold_in(seed, step)
+        )
+    )
+
+
+def _worker_random_visits(files, sizes):
+    """Endless `(filename, size, seed)` shard visits for a tf.data service worker: each pass over
+    the files in an order of its own (`index_shuffle`), each visit with a seed of its own."""
+    files = tf.constant(files)
+    sizes = tf.constant(sizes, tf.int64)
+    count = tf.constant(len(files), tf.int64)
+
+    def visit(seed_and_step):
+        seed, step = seed_and_step
+        order = tf.random.experimental.stateless_fold_in(seed, step // count)
+        index = tf.random.experimental.index_shuffle(step % count, order, count - 1)
+        return files[index], sizes[index], tf.random.experimental.stateless_fold_in(seed, step)
+
+    bases = _worker_random_seeds().take(1)
+    return bases.flat_map(
+        lambda seed: tf.data.Dataset.counter().map(lambda step: visit((seed, step)))
+    )
+
+
+def _files_dataset(files, input_context, training, seed, worker_random=False):
     sizes = _file_sizes(files)
+    sharded = input_context is not None and input_context.num_input_pipelines > 1
+    if sharded and len(files) < input_context.num_input_pipelines:
+        raise ValueError(
+            f"{len(files)} shard file(s) for {input_context.num_input_pipelines} input "
+            "pipelines: write at least one shard per worker"
+        )
+    if worker_random and training:
+        if sharded:  # as Dataset.shard
+            step, first = input_context.num_input_pipelines, input_context.input_pipeline_id
+            files, sizes = files[first::step], sizes[first::step]
+        return _worker_random_visits(files, sizes)
     dataset = tf.data.Dataset.from_tensor_slices((files, tf.constant(sizes, tf.int64)))
-    if input_context is not None and input_context.num_input_pipelines > 1:
-        if len(files) < input_context.num_input_pipelines:
-            raise ValueError(
-                f"{len(files)} shard file(s) for {input_context.num_input_pipelines} input "
-                "pipelines: write at least one shard per worker"
-            )
+    if sharded:
         dataset = dataset.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
     if training:
         dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
@@ -277,7 +352,8 @@ def _files_dataset(files, input_context, training, seed):
 
 
 def _read_all(files, decode, placeholder, *, training, seed, input_context, config):
-    files_ds = _files_dataset(files, input_context, training, seed)
+    worker_random = config.get("data_service") is not None
+    files_ds = _files_dataset(files, input_context, training, seed, worker_random)
     cycle_length = config["cycle_length"] or 8
     cycle_length = max(1, min(cycle_length, len(files)))
     return files_ds.interleave(
@@ -569,6 +645,7 @@ def train_dataset(
     deterministic=False,
     skip_corrupt=False,
     input_context=None,
+    data_service=None,
 ):
     """Training batches, repeated forever (set `steps_per_epoch` in `fit`).
 
@@ -614,6 +691,11 @@ def train_dataset(
             counts it (also exposed as `dataset.corrupt_records`).
         input_context: a `tf.distribute.InputContext`: read only this pipeline's share of the
             files and return per-replica batches (see `distribute_dataset`).
+        data_service: the address of a tf.data service dispatcher (`"grpc://host:port"`): the
+            pipeline runs on the service's workers, this dataset reads their batches (see
+            `from_data_service`). Every worker runs the whole pipeline with random draws of its
+            own, so `seed` must be None; `skip_corrupt` records are skipped and logged by the
+            workers, not counted.
 
     Returns:
         A `tf.data.Dataset` of `(clips, labels)`: clips `(batch, clip_len, crop_size, crop_size,
@@ -627,8 +709,15 @@ def train_dataset(
     if rand_augment is not None and not isinstance(rand_augment, augment.ClipRandAugment):
         num_ops, magnitude = rand_augment
         rand_augment = augment.ClipRandAugment(num_ops=num_ops, magnitude=magnitude)
+    if data_service is not None and seed is not None:
+        raise ValueError(
+            "train_dataset: seed must be None with data_service: every tf.data service worker "
+            "runs the whole pipeline, and one seed would make them all produce the same clips"
+        )
     files = list_shards(file_pattern)
     counter = _counter(skip_corrupt)
+    if data_service is not None and counter is not None:
+        counter = _LOG_CORRUPT
     cycle = max(1, min(cycle_length or 8, len(files)))
     config = {
         "clip_len": clip_len,
@@ -647,6 +736,7 @@ def train_dataset(
         "label_mode": label_mode,
         "num_classes": num_classes,
         "label_smoothing": label_smoothing,
+        "data_service": data_service,
     }
     decode, placeholder = _train_decoder(config)
     dataset = _read_all(
@@ -678,7 +768,10 @@ def train_dataset(
         cutmix=cutmix,
         mix_switch_prob=mix_switch_prob,
         deterministic=deterministic,
+        worker_random=data_service is not None,
     )
+    if data_service is not None:
+        return from_data_service(_finish(dataset, None, deterministic, input_context), data_service)
     return _finish(dataset, counter, deterministic, input_context)
 
 
@@ -692,14 +785,18 @@ def _batch_augment(
     cutmix,
     mix_switch_prob,
     deterministic,
+    worker_random=False,
 ):
     """The per-batch steps of training: normalisation (`normalize=True`), random erasing and
     MixUp/CutMix. Raw clips stay uint8 unless erasing or mixing makes them fractional."""
     if not (normalize or random_erasing > 0 or mixup > 0 or cutmix > 0):
         return dataset
-    batch_seed = None if seed is None else seed * 1_000_003 + 17
-    batch_seeds = tf.data.Dataset.random(seed=batch_seed, rerandomize_each_iteration=True)
-    batch_seeds = batch_seeds.batch(2, drop_remainder=True)
+    if worker_random:
+        batch_seeds = _worker_random_seeds()
+    else:
+        batch_seed = None if seed is None else seed * 1_000_003 + 17
+        batch_seeds = tf.data.Dataset.random(seed=batch_seed, rerandomize_each_iteration=True)
+        batch_seeds = batch_seeds.batch(2, drop_remainder=True)
     dataset = tf.data.Dataset.zip((dataset, batch_seeds))
     if normalize:
         clip_units = {}
@@ -877,6 +974,51 @@ def _evaluation_config(protocol, batch_size, label_mode, num_classes):
         "num_classes": num_classes,
         "label_smoothing": 0.0,
     }
+
+
+def from_data_service(dataset, service, *, job_name=None):
+    """Runs `dataset` on a tf.data service and returns the dataset that reads its elements.
+
+    Use it when one host's cores cannot decode as fast as its accelerators train: start a
+    dispatcher and workers on other machines (each has TensorFlow and can read the shards; the
+    pipeline travels as a graph, so they need no keras_vswin), then pass its address. For
+    training, `train_dataset(..., data_service=address)` builds the pipeline for it (every
+    worker runs all of it with its own random draws, `processing_mode="parallel_epochs"`) and
+    calls this. Only uint8 clips cross the network with the default `normalize=False`.
+
+    ```python
+    # on the dispatcher machine:
+    tf.data.experimental.service.DispatchServer(
+        tf.data.experimental.service.DispatcherConfig(port=5050)).join()
+    # on each worker machine:
+    tf.data.experimental.service.WorkerServer(tf.data.experimental.service.WorkerConfig(
+        dispatcher_address="dispatcher:5050", worker_address="worker-1:5051", port=5051)).join()
+    # on the training machine:
+    train = data.train_dataset("gs://bucket/train-*", 64, num_classes=400,
+                               data_service="grpc://dispatcher:5050")
+    ```
+
+    Args:
+        dataset: a `tf.data.Dataset` made of TensorFlow ops only (no `py_function`).
+        service: the dispatcher's address, `"grpc://host:port"`.
+        job_name: share one job (one stream of elements) between the trainers that pass the
+            same name; None gives this dataset a job of its own.
+
+    Returns:
+        The dataset of the elements the workers produce (in no fixed order).
+    """
+    if not isinstance(service, str) or not service:
+        raise ValueError(
+            f"data_service must be a dispatcher address such as 'grpc://host:5050', got {service!r}"
+        )
+    distributed = dataset.apply(
+        tf.data.experimental.service.distribute(
+            processing_mode=tf.data.experimental.service.ShardingPolicy.OFF,
+            service=service,
+            job_name=job_name,
+        )
+    )
+    return distributed.prefetch(AUTOTUNE)
 
 
 def distribute_dataset(strategy, dataset_fn, file_pattern, global_batch_size, **kwargs):
