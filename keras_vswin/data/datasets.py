@@ -57,7 +57,6 @@ from keras_vswin.preprocessing import MEAN_RGB, STD_RGB
 AUTOTUNE = tf.data.AUTOTUNE
 _LOG = logging.getLogger("keras_vswin.data")
 _RECORD_OVERHEAD = 16  # TFRecord framing: length (8) + length CRC (4) + data CRC (4)
-_LOG_CORRUPT = "log"  # skip_corrupt on tf.data service workers: skip and log, no counting
 
 __all__ = [
     "CorruptRecords",
@@ -238,18 +237,20 @@ def _read_shard(filename, size, file_seed, decode, placeholder, config):
     stream = stream.scan(zero, count_survivors)
     size = tf.cast(size, tf.int64)
     counter = config["counter"]
+    # On tf.data service workers there is no Python to count with: skip and log there.
+    log_only = config.get("skip_corrupt_on_workers", False)
 
     def check(element, is_sentinel, read, bytes_read, survivors):
         problem = is_sentinel & ((bytes_read != size) | (survivors != read))
-        if counter is None:
-            message = _corrupt_message(filename, read, survivors, bytes_read, size)
-            guard = tf.debugging.Assert(tf.logical_not(problem), [message], summarize=1)
-        elif counter == _LOG_CORRUPT:  # on tf.data service workers: no Python to count with
+        if log_only:
             guard = tf.cond(
                 problem,
                 lambda: _log_corrupt(filename, read, survivors, bytes_read, size),
                 lambda: tf.constant(True),
             )
+        elif counter is None:
+            message = _corrupt_message(filename, read, survivors, bytes_read, size)
+            guard = tf.debugging.Assert(tf.logical_not(problem), [message], summarize=1)
         else:
             guard = tf.cond(
                 problem,
@@ -716,8 +717,9 @@ def train_dataset(
         )
     files = list_shards(file_pattern)
     counter = _counter(skip_corrupt)
-    if data_service is not None and counter is not None:
-        counter = _LOG_CORRUPT
+    skip_corrupt_on_workers = data_service is not None and counter is not None
+    if skip_corrupt_on_workers:
+        counter = None
     cycle = max(1, min(cycle_length or 8, len(files)))
     config = {
         "clip_len": clip_len,
@@ -737,6 +739,7 @@ def train_dataset(
         "num_classes": num_classes,
         "label_smoothing": label_smoothing,
         "data_service": data_service,
+        "skip_corrupt_on_workers": skip_corrupt_on_workers,
     }
     decode, placeholder = _train_decoder(config)
     dataset = _read_all(
