@@ -183,6 +183,7 @@ def test_eval_dataset_gives_the_centre_clip_normalised(shards):
         num_classes=2,
         protocol=protocol_of(clip_len=8, short_side=64, crop_size=56),
         with_filenames=True,
+        normalize=True,
     )
     seen = {}
     for clips, labels, names in dataset:
@@ -216,16 +217,33 @@ def test_test_dataset_returns_all_views_in_documented_order(shards):
     count = 0
     for clips, labels, names in dataset:
         assert clips.shape[1:] == (6, 8, 56, 56, 3) and labels.dtype == tf.int32
-        for views, name in zip(to_pixels(clips), names.numpy(), strict=True):
+        assert clips.dtype == tf.uint8  # the default: the model normalises
+        for views, name in zip(clips.numpy(), names.numpy(), strict=True):
             name = name.decode()
             starts = sampling.dense_sample_np(FRAME_COUNTS[name], 8, 2, 2, test_mode=True)
             for view in range(6):
                 clip_index, crop_index = divmod(view, 3)
                 x = (0, 12, 24)[crop_index]  # start, centre, end of the 80-pixel side
                 expected = plain[name][starts[clip_index]][:, 4:60, x : x + 56]
-                np.testing.assert_allclose(views[view], expected, atol=0.01, err_msg=name)
+                np.testing.assert_array_equal(views[view], expected, err_msg=name)
             count += 1
     assert count == len(FRAME_COUNTS)
+    # Frames stored larger than the protocol's short side: each decoded frame is resized once
+    # (bilinear, rounded), then cut into its crops.
+    protocol = protocol_of(clip_len=8, num_clips=2, num_crops=3, short_side=48, crop_size=40)
+    dataset = data.test_dataset(
+        str(shards), 3, protocol=protocol, with_filenames=True, label_mode="int"
+    )
+    for clips, _, names in dataset:
+        for views, name in zip(clips.numpy(), names.numpy(), strict=True):
+            name = name.decode()
+            starts = sampling.dense_sample_np(FRAME_COUNTS[name], 8, 2, 2, test_mode=True)
+            resized = tf.image.resize(plain[name], (48, 60)).numpy().round().astype(np.uint8)
+            for view in range(6):
+                clip_index, crop_index = divmod(view, 3)
+                x = (0, 10, 20)[crop_index]  # 60 - 40 = 20 pixels of room
+                expected = resized[starts[clip_index]][:, 4:44, x : x + 40]
+                np.testing.assert_array_equal(views[view], expected, err_msg=name)
 
 
 def test_train_clips_follow_sample_frames(shards):
@@ -234,8 +252,8 @@ def test_train_clips_follow_sample_frames(shards):
     )
     counts_by_label = {0: [40, 30, 25], 1: [12, 48, 21]}
     for clips, labels in dataset.take(6):
-        assert clips.shape == (4, 8, 48, 48, 3)
-        for clip, label in zip(to_pixels(clips), labels.numpy(), strict=True):
+        assert clips.shape == (4, 8, 48, 48, 3) and clips.dtype == tf.uint8
+        for clip, label in zip(clips.numpy(), labels.numpy(), strict=True):
             indices = frame_index(clip)
             matches = []
             for n in counts_by_label[int(label)]:
@@ -344,7 +362,7 @@ def test_uniform_sampling_pipeline_and_determinism(shards):
         label_mode="int", with_filenames=True,
     )  # fmt: skip
     clips, _, names = next(iter(evaluation))
-    for clip, name in zip(to_pixels(clips), names.numpy(), strict=True):
+    for clip, name in zip(clips.numpy(), names.numpy(), strict=True):
         expected = sampling.uniform_sample_np(FRAME_COUNTS[name.decode()], 4, test_mode=True)
         np.testing.assert_array_equal(frame_index(clip), expected)
 
@@ -522,3 +540,246 @@ def test_train_dataset_works_with_a_global_seed(shards):
     dataset = data.train_dataset(str(shards), 2, clip_len=4, crop_size=32, seed=3, num_classes=2)
     clips, labels = next(iter(dataset))
     assert clips.shape == (2, 4, 32, 32, 3) and labels.shape[0] == 2
+
+
+# --------------------------------------------------------------------------------------------
+# Decoding only what a clip needs (issue 16): the same clips as before, uint8 until the model
+
+
+def reference_train_decoder(clip_len, crop):
+    """The training decoder as it was before issue 16, step by step: the RandomResizedCrop box
+    drawn from the first sampled frame's JPEG header, every sampled JPEG decoded (the box only),
+    a bilinear resize from uint8, round and clip, a flip of the width axis."""
+
+    def decode(record, seed, name):
+        context, frames = data.schema.parse_sequence_example(record)
+        num_frames = tf.shape(frames, out_type=tf.int64)[0]
+        seeds = tf.random.experimental.stateless_split(seed, 4)
+        indices = sampling.dense_sample_tf(num_frames, clip_len, 2, seed=seeds[0])[0]
+        jpegs = tf.gather(frames, indices)
+        shape = tf.image.extract_jpeg_shape(jpegs[0])
+        window = augment.random_resized_crop_window(shape[0], shape[1], seeds[1])
+        decoded = tf.map_fn(
+            lambda jpeg: tf.image.decode_and_crop_jpeg(jpeg, window, channels=3),
+            jpegs,
+            fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8),
+        )
+        resized = tf.image.resize(decoded, [crop, crop])
+        clip = tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
+        flip = tf.random.stateless_uniform([], seeds[2]) < 0.5
+        clip = tf.cond(flip, lambda: tf.reverse(clip, axis=[-2]), lambda: clip)
+        clip = tf.ensure_shape(clip, [clip_len, crop, crop, 3])
+        return {"clip": clip, "label": context["clip/label/index"], "filename": name}
+
+    return decode
+
+
+def reference_train_clips(files, seed, count, clip_len, crop, shuffle_buffer, cycle_length):
+    """`count` clips of the reference decoder, read through the pipeline's own shard reader
+    (which hands every record the same seed as in `train_dataset`)."""
+    from keras_vswin.data import datasets
+
+    config = {
+        "shuffle_buffer": max(1, shuffle_buffer // cycle_length),
+        "cycle_length": cycle_length,
+        "deterministic": True,
+        "counter": None,
+        "parallel_decode": 1,
+    }
+    stream = datasets._read_all(
+        files,
+        reference_train_decoder(clip_len, crop),
+        datasets._placeholder([clip_len, crop, crop, 3]),
+        training=True,
+        seed=seed,
+        input_context=None,
+        config=config,
+    )
+    return np.stack([element["clip"].numpy() for element in stream.take(count)])
+
+
+@pytest.fixture(scope="module")
+def sizeless_shards(shards, tmp_path_factory):
+    """The `shards` records without `image/height` and `image/width` in their context, as
+    writers that do not record the frame size leave them."""
+    root = tmp_path_factory.mktemp("sizeless")
+    for source in data.list_shards(str(shards)):
+        with tf.io.TFRecordWriter(str(root / os.path.basename(source))) as writer:
+            for record in tf.data.TFRecordDataset(source):
+                example = tf.train.SequenceExample.FromString(record.numpy())
+                del example.context.feature["image/height"]
+                del example.context.feature["image/width"]
+                writer.write(example.SerializeToString())
+    return root
+
+
+@pytest.mark.parametrize("which", ["shards", "sizeless_shards"])
+def test_train_clips_are_the_clips_of_the_pipeline_before(which, request):
+    # Same seed -> the same frames, RandomResizedCrop box and flip for every record as the
+    # decoder before issue 16 (box from the stored size, or the JPEG header without one), and
+    # bitwise the same pixels; the uint8 clips normalised are the `normalize=True` clips.
+    files = data.list_shards(str(request.getfixturevalue(which)))
+    options = dict(clip_len=8, crop_size=40, seed=21, deterministic=True, shuffle_buffer=4)
+    raw = data.train_dataset(files, 4, num_classes=2, cycle_length=2, **options)
+    clips = np.concatenate([c.numpy() for c, _ in raw.take(3)])
+    assert clips.dtype == np.uint8
+    expected = reference_train_clips(files, 21, len(clips), 8, 40, 4, 2)
+    np.testing.assert_array_equal(clips, expected)
+    assert len({c.tobytes() for c in clips}) == len(clips)  # different boxes and frames
+    normalised = data.train_dataset(files, 4, num_classes=2, cycle_length=2, normalize=True,
+                                    **options)  # fmt: skip
+    floats = np.concatenate([c.numpy() for c, _ in normalised.take(3)])
+    assert floats.dtype == np.float32
+    np.testing.assert_array_equal(floats, to_normalised(expected))
+
+
+def to_normalised(pixels):
+    """The official normalisation, as the pipeline did it before issue 16."""
+    return (pixels.astype(np.float32) - np.float32(MEAN_RGB)) / np.float32(STD_RGB)
+
+
+def test_normalize_is_the_official_formula_bitwise():
+    pixels = np.random.default_rng(0).integers(0, 256, (2, 3, 5, 7, 3)).astype(np.uint8)
+    np.testing.assert_array_equal(data.normalize(pixels).numpy(), to_normalised(pixels))
+    np.testing.assert_array_equal(data.normalize(pixels[0, 0, 0]).numpy(), to_normalised(
+        pixels[0, 0, 0]))  # fmt: skip
+    with pytest.raises(ValueError, match="RGB"):
+        data.normalize(np.zeros((2, 4, 4), np.uint8))
+
+
+def test_raw_clips_with_erasing_and_mixing_are_the_normalised_clips_in_pixel_units(shards):
+    # MixUp/CutMix and random erasing make raw clips fractional: float32 in 0-255 units, which
+    # the model's normalisation turns into the `normalize=True` clips.
+    options = dict(clip_len=4, crop_size=32, seed=4, deterministic=True, num_classes=2,
+                   random_erasing=1.0, mixup=0.8, cutmix=1.0)  # fmt: skip
+    raw = data.train_dataset(str(shards), 3, **options)
+    normalised = data.train_dataset(str(shards), 3, normalize=True, **options)
+    for (a, labels_a), (b, labels_b) in zip(raw.take(3), normalised.take(3), strict=True):
+        assert a.dtype == tf.float32
+        np.testing.assert_allclose(to_normalised(a.numpy()), b.numpy(), atol=2e-5)
+        np.testing.assert_array_equal(labels_a, labels_b)
+
+
+TINY_MODEL = dict(
+    embed_dim=8, depths=(1, 1), num_heads=(1, 1), window_size=(2, 4, 4), classes=2,
+    drop_path_rate=0.0, head_dropout_rate=0.0,
+)  # fmt: skip
+
+
+def test_uint8_clips_give_the_logits_of_normalised_clips(shards):
+    import keras_vswin
+    from keras_vswin.preprocessing import with_clip_normalization
+
+    plain = keras_vswin.VideoSwin(**TINY_MODEL, classifier_activation=None)
+    front = with_clip_normalization(plain)
+    train = dict(clip_len=4, crop_size=32, seed=8, deterministic=True, num_classes=2)
+    evaluation = dict(num_classes=2, protocol=protocol_of(clip_len=4, crop_size=32, num_clips=2))
+    pairs = [
+        (data.train_dataset(str(shards), 3, **train),
+         data.train_dataset(str(shards), 3, normalize=True, **train)),
+        (data.eval_dataset(str(shards), 3, **evaluation),
+         data.eval_dataset(str(shards), 3, normalize=True, **evaluation)),
+        (data.test_dataset(str(shards), 1, **evaluation),
+         data.test_dataset(str(shards), 1, normalize=True, **evaluation)),
+    ]  # fmt: skip
+    for raw_dataset, normalised_dataset in pairs:
+        raw, _ = next(iter(raw_dataset))
+        normalised, _ = next(iter(normalised_dataset))
+        assert raw.dtype == tf.uint8 and normalised.dtype == tf.float32
+        raw = tf.reshape(raw, [-1, *raw.shape[-4:]])  # test views -> clips
+        normalised = tf.reshape(normalised, [-1, *normalised.shape[-4:]])
+        np.testing.assert_allclose(
+            np.asarray(front(raw)), np.asarray(plain(normalised)), rtol=0, atol=1e-6
+        )
+
+
+WORKER = """
+import sys
+import tensorflow as tf
+service = tf.data.experimental.service
+config = service.WorkerConfig(
+    dispatcher_address=sys.argv[1], worker_address="127.0.0.1:%port%", port=0)
+worker = service.WorkerServer(config)
+print("worker ready", flush=True)
+worker.join()
+"""
+
+
+def wait_for_service_workers(service_address, count, timeout=240):
+    """Returns once `count` workers serve new jobs (workers register with the dispatcher a
+    little after they start): each worker repeats a random number of its own."""
+    import time
+
+    draw = tf.data.Dataset.from_tensors(tf.constant(0, tf.int64)).map(
+        lambda _: tf.raw_ops.RandomUniformInt(
+            shape=tf.constant([], tf.int32),
+            minval=tf.constant(0, tf.int64),
+            maxval=tf.constant(2**62, tf.int64),
+            seed=0,
+            seed2=0,
+        )  # fmt: skip
+    )
+    probe = (
+        draw.cache()
+        .repeat()
+        .apply(tf.data.experimental.service.distribute("parallel_epochs", service_address))
+    )
+    deadline = time.monotonic() + timeout
+    while len({int(x) for x in probe.take(4 * count)}) < count:
+        assert time.monotonic() < deadline, f"{count} tf.data service workers did not start"
+        time.sleep(0.5)
+
+
+def test_train_two_steps_from_tf_data_service_workers(shards, corrupt_shards, tmp_path):
+    # A dispatcher and two worker processes on 127.0.0.1. The workers import TensorFlow only:
+    # the pipeline reaches them as a graph. Each runs the whole training pipeline with its own
+    # random draws, so no clip comes twice.
+    import keras_vswin
+    from keras_vswin.preprocessing import with_clip_normalization
+
+    service = tf.data.experimental.service
+    dispatcher = service.DispatchServer(service.DispatcherConfig(port=0))
+    address = "127.0.0.1:" + dispatcher.target.rsplit(":", 1)[1]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, address],
+            cwd=tmp_path,
+            env=env,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        for _ in range(2)
+    ]
+    try:
+        for worker in workers:
+            assert worker.stdout.readline().strip() == "worker ready"
+        wait_for_service_workers(f"grpc://{address}", 2)
+        tf.random.set_seed(3)  # a global seed must not make the workers draw alike
+        dataset = data.train_dataset(
+            str(shards), 2, num_classes=2, clip_len=4, crop_size=32, skip_corrupt=True,
+            data_service=f"grpc://{address}",
+        )  # fmt: skip
+        model = with_clip_normalization(keras_vswin.VideoSwin(**TINY_MODEL))
+        model.compile(optimizer="sgd", loss="categorical_crossentropy")
+        history = model.fit(dataset, epochs=1, steps_per_epoch=2, verbose=0)
+        assert np.isfinite(history.history["loss"]).all()
+        clips = np.concatenate([c.numpy() for c, _ in dataset.take(8)])
+        assert clips.dtype == np.uint8 and clips.shape == (16, 4, 32, 32, 3)
+        assert len({clip.tobytes() for clip in clips}) == len(clips)
+        assert all(worker.poll() is None for worker in workers)
+        # skip_corrupt: the workers drop the bad records (and log them there)
+        skipping = data.train_dataset(
+            corrupt_shards["jpeg"], 2, num_classes=2, clip_len=4, crop_size=32,
+            skip_corrupt=True, data_service=f"grpc://{address}",
+        )  # fmt: skip
+        for clips, _ in skipping.take(2):
+            assert clips.shape == (2, 4, 32, 32, 3)
+        with pytest.raises(ValueError, match="seed must be None"):
+            data.train_dataset(str(shards), 2, num_classes=2, seed=1, data_service=address)
+    finally:
+        for worker in workers:
+            worker.kill()
+            worker.wait(timeout=60)

@@ -4,19 +4,30 @@
 from keras_vswin import data
 
 train = data.train_dataset("shards/train-*.tfrecord", batch_size=8, num_classes=400)
-clips, labels = next(iter(train))      # (8, 32, 224, 224, 3) float32, (8, 400) float32
+clips, labels = next(iter(train))      # (8, 32, 224, 224, 3) uint8, (8, 400) float32
 val = data.eval_dataset("shards/val-*", batch_size=8, num_classes=400)
 test = data.test_dataset("shards/val-*", batch_size=1, num_classes=400)  # (1, 12, 32, 224, 224, 3)
+model = keras_vswin.preprocessing.with_clip_normalization(keras_vswin.VideoSwinT(...))
 ```
+
+Clips are RGB 0-255 uint8 by default: the model normalises them on the accelerator with a
+`keras_vswin.preprocessing.ClipNormalization` first layer (4x less host memory traffic and
+host-to-device transfer than float32). `normalize=True` gives float32 clips normalised with the
+model's mean/std (`keras_vswin.preprocessing.MEAN_RGB`, `STD_RGB`) for a model without it.
 
 How a shard is read: the shard files are listed, sharded per input pipeline
 (`tf.distribute.InputContext`), shuffled (training) and read `cycle_length` at a time by an
 interleave. Within a file, records go through a seeded shuffle buffer (training), are parsed with
 `tf.io.parse_single_sequence_example`, the frame indices of the clip are computed
-(`keras_vswin.data.sampling`) and only those frames' JPEGs are gathered and decoded; in training
-`tf.image.decode_and_crop_jpeg` decodes just the RandomResizedCrop box, the same box for every
-frame. Clips stay uint8 until batching, then are normalised with the model's mean/std
-(`keras_vswin.preprocessing.MEAN_RGB`, `STD_RGB`).
+(`keras_vswin.data.sampling`) and only those frames' JPEGs are decoded, each distinct frame once.
+In training the RandomResizedCrop box is drawn from the stored frame size (the shard context)
+before decoding, `tf.image.decode_and_crop_jpeg` decodes just that box (the same for every
+frame), then one bilinear resize per frame, the flip, and the clip stays uint8. Evaluation
+decodes only the centre crop when the frames already have the protocol's short side; multi-view
+testing decodes and resizes each frame once for all its crops.
+
+To feed more accelerators than one host's cores can, run the same pipeline on other machines
+with tf.data service (`from_data_service`).
 
 Randomness is stateless: every shard visit gets a seed from `seed` and every record a seed derived
 from it, so with `deterministic=True` and a `seed` the batches are reproducible, whatever the
@@ -34,6 +45,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
+import sys
 import threading
 
 import tensorflow as tf
@@ -41,6 +53,7 @@ import tensorflow as tf
 from keras_vswin.data import augment, sampling, schema
 from keras_vswin.data import views as view_protocol
 from keras_vswin.data.views import KINETICS, KINETICS_VALIDATION, ViewProtocol, normalize
+from keras_vswin.preprocessing import MEAN_RGB, STD_RGB
 
 AUTOTUNE = tf.data.AUTOTUNE
 _LOG = logging.getLogger("keras_vswin.data")
@@ -50,6 +63,7 @@ __all__ = [
     "CorruptRecords",
     "distribute_dataset",
     "eval_dataset",
+    "from_data_service",
     "list_shards",
     "normalize",
     "test_dataset",
@@ -239,10 +253,18 @@ def _read_shard(filename, size, file_seed, decode, placeholder, config):
     stream = stream.scan(zero, count_survivors)
     size = tf.cast(size, tf.int64)
     counter = config["counter"]
+    # On tf.data service workers there is no Python to count with: skip and log there.
+    log_only = config.get("skip_corrupt_on_workers", False)
 
     def check(element, is_sentinel, read, bytes_read, survivors):
         problem = is_sentinel & ((bytes_read != size) | (survivors != read))
-        if counter is None:
+        if log_only:
+            guard = tf.cond(
+                problem,
+                lambda: _log_corrupt(filename, read, survivors, bytes_read, size),
+                lambda: tf.constant(True),
+            )
+        elif counter is None:
             message = _corrupt_message(filename, read, survivors, bytes_read, size)
             guard = tf.debugging.Assert(tf.logical_not(problem), [message], summarize=1)
         else:
@@ -313,15 +335,78 @@ def _check_labels(elements, filename, config):
     return elements.map(assert_valid)
 
 
-def _files_dataset(files, input_context, training, seed):
+def _log_corrupt(filename, read, survivors, bytes_read, size):
+    message = tf.strings.join(
+        [
+            "keras_vswin.data: skipped corrupt data in ",
+            filename,
+            ": ",
+            tf.strings.as_string(read - survivors),
+            " bad record(s) of ",
+            tf.strings.as_string(read),
+            tf.where(bytes_read != size, ", and the file is damaged after the last one", ""),
+        ]
+    )
+    with tf.control_dependencies([tf.print(message, output_stream=sys.stderr)]):
+        return tf.constant(True)
+
+
+def _worker_random_seeds():
+    """An endless dataset of `(2,)` int64 stateless seeds from a base drawn when the pipeline
+    starts on the machine that runs it: every tf.data service worker gets its own stream, whatever
+    the seeds (or global seed) of the machine that built the pipeline."""
+    # A raw op with seed=seed2=0 seeds itself at random when it runs (the Python random
+    # functions would derive a fixed seed from a global seed, the same on every worker).
+    base = tf.data.Dataset.from_tensors(tf.constant(0, tf.int64)).map(
+        lambda _: tf.raw_ops.RandomUniformInt(
+            shape=[2],
+            minval=tf.constant(0, tf.int64),
+            maxval=tf.constant(2**62, tf.int64),
+            seed=0,
+            seed2=0,
+        )
+    )
+    return base.flat_map(
+        lambda seed: tf.data.Dataset.counter().map(
+            lambda step: tf.random.experimental.stateless_fold_in(seed, step)
+        )
+    )
+
+
+def _worker_random_visits(files, sizes):
+    """Endless `(filename, size, seed)` shard visits for a tf.data service worker: each pass over
+    the files in an order of its own (`index_shuffle`), each visit with a seed of its own."""
+    files = tf.constant(files)
+    sizes = tf.constant(sizes, tf.int64)
+    count = tf.constant(len(files), tf.int64)
+
+    def visit(seed_and_step):
+        seed, step = seed_and_step
+        order = tf.random.experimental.stateless_fold_in(seed, step // count)
+        index = tf.random.experimental.index_shuffle(step % count, order, count - 1)
+        return files[index], sizes[index], tf.random.experimental.stateless_fold_in(seed, step)
+
+    bases = _worker_random_seeds().take(1)
+    return bases.flat_map(
+        lambda seed: tf.data.Dataset.counter().map(lambda step: visit((seed, step)))
+    )
+
+
+def _files_dataset(files, input_context, training, seed, worker_random=False):
     sizes = _file_sizes(files)
+    sharded = input_context is not None and input_context.num_input_pipelines > 1
+    if sharded and len(files) < input_context.num_input_pipelines:
+        raise ValueError(
+            f"{len(files)} shard file(s) for {input_context.num_input_pipelines} input "
+            "pipelines: write at least one shard per worker"
+        )
+    if worker_random and training:
+        if sharded:  # as Dataset.shard
+            step, first = input_context.num_input_pipelines, input_context.input_pipeline_id
+            files, sizes = files[first::step], sizes[first::step]
+        return _worker_random_visits(files, sizes)
     dataset = tf.data.Dataset.from_tensor_slices((files, tf.constant(sizes, tf.int64)))
-    if input_context is not None and input_context.num_input_pipelines > 1:
-        if len(files) < input_context.num_input_pipelines:
-            raise ValueError(
-                f"{len(files)} shard file(s) for {input_context.num_input_pipelines} input "
-                "pipelines: write at least one shard per worker"
-            )
+    if sharded:
         dataset = dataset.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
     if training:
         dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
@@ -336,7 +421,8 @@ def _files_dataset(files, input_context, training, seed):
 
 
 def _read_all(files, decode, placeholder, *, training, seed, input_context, config):
-    files_ds = _files_dataset(files, input_context, training, seed)
+    worker_random = config.get("data_service") is not None
+    files_ds = _files_dataset(files, input_context, training, seed, worker_random)
     cycle_length = config["cycle_length"] or 8
     cycle_length = max(1, min(cycle_length, len(files)))
     return files_ds.interleave(
@@ -354,27 +440,61 @@ def _read_all(files, decode, placeholder, *, training, seed, input_context, conf
 # Decoding
 
 
-def _decode_frames(jpegs, crop_window=None):
-    """Decodes a 1-D string tensor of JPEGs (repeated ones once) -> `(n, h, w, 3)` uint8."""
-    unique, inverse = tf.unique(jpegs)
+def _stored_size(context, jpeg):
+    """`(height, width)` int32 of the stored frames: from the shard's context, or from the JPEG
+    header of `jpeg` for shards that do not record it (DMVR-style writers may leave it out)."""
+    height = tf.cast(context[schema.HEIGHT], tf.int32)
+    width = tf.cast(context[schema.WIDTH], tf.int32)
+    size = tf.cond(
+        (height > 0) & (width > 0),
+        lambda: tf.stack([height, width]),
+        lambda: tf.image.extract_jpeg_shape(jpeg)[:2],
+    )
+    return size[0], size[1]
+
+
+def _decode_unique(frames, indices, crop_window=None):
+    """Decodes the JPEGs `frames[indices]`, each distinct frame once.
+
+    Args:
+        frames: 1-D string tensor, one JPEG per stored frame.
+        indices: 1-D int64 frame indices (a looped short video repeats some).
+        crop_window: optional `[y, x, height, width]`: only that box is decoded.
+
+    Returns:
+        `(decoded, inverse)`: `(distinct frames, h, w, 3)` uint8 and the position of every
+        index in it (see `_repeat_frames`).
+    """
+    unique, inverse = tf.unique(indices)
 
     def decode_one(jpeg):
         if crop_window is None:
             return tf.io.decode_jpeg(jpeg, channels=3)
         return tf.image.decode_and_crop_jpeg(jpeg, crop_window, channels=3)
 
-    frames = tf.map_fn(
+    decoded = tf.map_fn(
         decode_one,
-        unique,
+        tf.gather(frames, unique),
         fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8),
         parallel_iterations=8,
     )
-    return tf.gather(frames, inverse)
+    return decoded, inverse
+
+
+def _repeat_frames(decoded, inverse):
+    """`decoded[inverse]`: the clip's frames in order; no copy when no frame repeats."""
+    repeats = tf.shape(decoded)[0] < tf.size(inverse)
+    return tf.cond(repeats, lambda: tf.gather(decoded, inverse), lambda: decoded)
 
 
 def _resize_uint8(frames, size):
-    resized = tf.image.resize(frames, size, method="bilinear")
-    return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
+    """One bilinear resize of uint8 frames, rounded back to uint8 (the official pipeline's
+    frames are uint8 after every step)."""
+    # From float32: TensorFlow's bilinear kernel runs about twice as fast on float32 as on uint8
+    # input, with bitwise the same values. A bilinear mix of values in [0, 255] stays in it, so
+    # no clipping is needed before the cast.
+    resized = tf.image.resize(tf.cast(frames, tf.float32), size, method="bilinear")
+    return tf.cast(tf.round(resized), tf.uint8)
 
 
 def _sample(num_frames, config, training, seed, num_clips=1):
@@ -431,19 +551,22 @@ def _train_decoder(config):
         context, frames, num_frames = _parse(record, name)
         seeds = tf.random.experimental.stateless_split(seed, 4)
         indices = _sample(num_frames, config, True, seeds[0])[0]
-        jpegs = tf.gather(frames, indices)
-        shape = tf.image.extract_jpeg_shape(jpegs[0])
+        # The box is drawn from the stored frame size before any decoding, and only the box is
+        # decoded, resized once, flipped and kept uint8.
+        height, width = _stored_size(context, frames[indices[0]])
         window = augment.random_resized_crop_window(
-            shape[0],
-            shape[1],
+            height,
+            width,
             seeds[1],
             area_range=config["area_range"],
             aspect_ratio_range=config["aspect_ratio_range"],
         )
-        clip = _resize_uint8(_decode_frames(jpegs, window), [crop, crop])
+        decoded, inverse = _decode_unique(frames, indices, window)
+        clip = _resize_uint8(decoded, [crop, crop])
         if config["flip"]:
             clip = augment.flip_clip(clip, seeds[2])
-        if rand_augment is not None:
+        clip = _repeat_frames(clip, inverse)
+        if rand_augment is not None:  # after the repeats: equalize uses the clip's histogram
             clip = rand_augment(clip, seeds[3])
             clip = tf.cast(tf.round(clip), tf.uint8)
         clip = tf.ensure_shape(clip, [clip_len, crop, crop, 3])
@@ -459,20 +582,21 @@ def _eval_decoder(config):
         del seed
         context, frames, num_frames = _parse(record, name)
         indices = _sample(num_frames, config, False, None)[0]
-        jpegs = tf.gather(frames, indices)
-        shape = tf.image.extract_jpeg_shape(jpegs[0])
-        height, width = shape[0], shape[1]
+        height, width = _stored_size(context, frames[indices[0]])
         already_scaled = tf.equal(tf.minimum(height, width), short_side)
 
         def crop_while_decoding():  # frames already have the short side: decode the crop only
             y, x = augment.centre_crop_offsets(height, width, crop)
-            return _decode_frames(jpegs, tf.stack([y, x, crop, crop]))
+            decoded, inverse = _decode_unique(frames, indices, tf.stack([y, x, crop, crop]))
+            return _repeat_frames(decoded, inverse)
 
         def resize_then_crop():
-            size = augment.short_side_size(height, width, short_side)
-            frames_ = _resize_uint8(_decode_frames(jpegs), size)
+            decoded, inverse = _decode_unique(frames, indices)
+            shape = tf.shape(decoded)
+            size = augment.short_side_size(shape[1], shape[2], short_side)
+            resized = _resize_uint8(decoded, size)
             y, x = augment.centre_crop_offsets(size[0], size[1], crop)
-            return frames_[:, y : y + crop, x : x + crop]
+            return _repeat_frames(resized[:, y : y + crop, x : x + crop], inverse)
 
         clip = tf.cond(already_scaled, crop_while_decoding, resize_then_crop)
         clip = tf.ensure_shape(clip, [clip_len, crop, crop, 3])
@@ -490,16 +614,17 @@ def _test_decoder(config):
         del seed
         context, frames, num_frames = _parse(record, name)
         indices = tf.reshape(view_protocol.clip_indices(num_frames, protocol), [-1])
-        jpegs = tf.gather(frames, indices)
-        shape = tf.image.extract_jpeg_shape(jpegs[0])
+        # Every frame is decoded (and resized) once, then cut into all the crops.
+        decoded, inverse = _decode_unique(frames, indices)
+        shape = tf.shape(decoded)[1:3]
         size = augment.short_side_size(shape[0], shape[1], short_side)
-        decoded = _decode_frames(jpegs)
         decoded = tf.cond(
-            tf.reduce_all(tf.equal(size, shape[:2])),
+            tf.reduce_all(tf.equal(size, shape)),
             lambda: decoded,
             lambda: _resize_uint8(decoded, size),
         )
-        return _outputs(context, view_protocol.crop_views(decoded[None], protocol)[0])
+        clips = _repeat_frames(decoded, inverse)
+        return _outputs(context, view_protocol.crop_views(clips[None], protocol)[0])
 
     return decode, _placeholder([views, clip_len, crop, crop, 3])
 
@@ -582,12 +707,14 @@ def train_dataset(
     mix_switch_prob=0.5,
     label_smoothing=0.0,
     label_mode="one_hot",
+    normalize=False,
     shuffle_buffer=64,
     cycle_length=None,
     seed=None,
     deterministic=False,
     skip_corrupt=False,
     input_context=None,
+    data_service=None,
 ):
     """Training batches, repeated forever (set `steps_per_epoch` in `fit`).
 
@@ -596,8 +723,14 @@ def train_dataset(
     `clip_len` equal segments, the SSv2 recipe), a RandomResizedCrop box (`area_range`,
     `aspect_ratio_range`) decoded straight from the JPEGs and resized to `crop_size`, a left-right
     flip with probability 0.5 (`flip=False` for SSv2), then optional RandAugment; per batch:
-    normalisation, optional random erasing and MixUp/CutMix. Every random choice is made once per
+    optional normalisation, random erasing and MixUp/CutMix. Every random choice is made once per
     clip and applied to all its frames.
+
+    Clips stay uint8 from decoding to the model (`normalize=False`, the default): the model
+    normalises them on the accelerator with a `keras_vswin.preprocessing.ClipNormalization`
+    first layer (`with_clip_normalization(model)`), which moves 4x fewer bytes through host
+    memory and to the device than float32 clips. `normalize=True` gives float32 clips
+    normalised like `keras_vswin.preprocess_input`, for a model without that layer.
 
     Args:
         file_pattern: shard glob, folder, file or list (see `list_shards`).
@@ -615,6 +748,9 @@ def train_dataset(
         label_smoothing: epsilon of label smoothing (SSv2: 0.1).
         label_mode: `"one_hot"` (float32 `(batch, num_classes)`) or `"int"` (int32 `(batch,)`;
             not with MixUp/CutMix/smoothing).
+        normalize: False: clips in RGB 0-255 units, uint8 (float32 when random erasing or
+            MixUp/CutMix are on: their values are fractional), for a model with a
+            `ClipNormalization` first layer; True: float32 normalised with the official mean/std.
         shuffle_buffer: records held for shuffling, spread over the files read at once.
         cycle_length: shards read at once (default 8, at most the number of shards).
         seed: int for reproducible randomness (None: different every run).
@@ -624,10 +760,15 @@ def train_dataset(
             counts it (also exposed as `dataset.corrupt_records`).
         input_context: a `tf.distribute.InputContext`: read only this pipeline's share of the
             files and return per-replica batches (see `distribute_dataset`).
+        data_service: the address of a tf.data service dispatcher (`"grpc://host:port"`): the
+            pipeline runs on the service's workers, this dataset reads their batches (see
+            `from_data_service`). Every worker runs the whole pipeline with random draws of its
+            own, so `seed` must be None; `skip_corrupt` records are skipped and logged by the
+            workers, not counted.
 
     Returns:
         A `tf.data.Dataset` of `(clips, labels)`: clips `(batch, clip_len, crop_size, crop_size,
-        3)` float32 normalised.
+        3)`, uint8 0-255 (see `normalize`).
     """
     _check_common(
         batch_size, clip_len, frame_interval, crop_size, sampling, label_mode, num_classes
@@ -637,8 +778,16 @@ def train_dataset(
     if rand_augment is not None and not isinstance(rand_augment, augment.ClipRandAugment):
         num_ops, magnitude = rand_augment
         rand_augment = augment.ClipRandAugment(num_ops=num_ops, magnitude=magnitude)
+    if data_service is not None and seed is not None:
+        raise ValueError(
+            "train_dataset: seed must be None with data_service: every tf.data service worker "
+            "runs the whole pipeline, and one seed would make them all produce the same clips"
+        )
     files = list_shards(file_pattern)
     counter = _counter(skip_corrupt)
+    skip_corrupt_on_workers = data_service is not None and counter is not None
+    if skip_corrupt_on_workers:
+        counter = None
     cycle = max(1, min(cycle_length or 8, len(files)))
     config = {
         "clip_len": clip_len,
@@ -657,6 +806,8 @@ def train_dataset(
         "label_mode": label_mode,
         "num_classes": num_classes,
         "label_smoothing": label_smoothing,
+        "data_service": data_service,
+        "skip_corrupt_on_workers": skip_corrupt_on_workers,
     }
     decode, placeholder = _train_decoder(config)
     dataset = _read_all(
@@ -679,15 +830,58 @@ def train_dataset(
         num_parallel_calls=AUTOTUNE,
         deterministic=deterministic,
     )
-    batch_seed = None if seed is None else seed * 1_000_003 + 17
-    batch_seeds = tf.data.Dataset.random(seed=batch_seed, rerandomize_each_iteration=True)
-    dataset = tf.data.Dataset.zip((dataset, batch_seeds.batch(2, drop_remainder=True)))
+    dataset = _batch_augment(
+        dataset,
+        normalize=normalize,
+        seed=seed,
+        random_erasing=random_erasing,
+        mixup=mixup,
+        cutmix=cutmix,
+        mix_switch_prob=mix_switch_prob,
+        deterministic=deterministic,
+        worker_random=data_service is not None,
+    )
+    if data_service is not None:
+        return from_data_service(_finish(dataset, None, deterministic, input_context), data_service)
+    return _finish(dataset, counter, deterministic, input_context)
+
+
+def _batch_augment(
+    dataset,
+    *,
+    normalize,
+    seed,
+    random_erasing,
+    mixup,
+    cutmix,
+    mix_switch_prob,
+    deterministic,
+    worker_random=False,
+):
+    """The per-batch steps of training: normalisation (`normalize=True`), random erasing and
+    MixUp/CutMix. Raw clips stay uint8 unless erasing or mixing makes them fractional."""
+    if not (normalize or random_erasing > 0 or mixup > 0 or cutmix > 0):
+        return dataset
+    if worker_random:
+        batch_seeds = _worker_random_seeds()
+    else:
+        batch_seed = None if seed is None else seed * 1_000_003 + 17
+        batch_seeds = tf.data.Dataset.random(seed=batch_seed, rerandomize_each_iteration=True)
+        batch_seeds = batch_seeds.batch(2, drop_remainder=True)
+    dataset = tf.data.Dataset.zip((dataset, batch_seeds))
+    if normalize:
+        clip_units = {}
+    else:  # 0-255 units: erasing noise is drawn in normalised units, then mapped back
+        clip_units = {"mean": MEAN_RGB, "std": STD_RGB}
 
     def batch_augment(batch, seed_pair):
         clips, labels = batch
         seeds = tf.random.experimental.stateless_split(seed_pair, 2)
-        clips = normalize(clips)
-        clips = augment.random_erasing(clips, seeds[0], probability=random_erasing)
+        if normalize:
+            clips = view_protocol.normalize(clips)
+        else:
+            clips = tf.cast(clips, tf.float32)
+        clips = augment.random_erasing(clips, seeds[0], probability=random_erasing, **clip_units)
         clips, labels = augment.mixup_cutmix(
             clips,
             labels,
@@ -698,8 +892,7 @@ def train_dataset(
         )
         return clips, labels
 
-    dataset = dataset.map(batch_augment, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
-    return _finish(dataset, counter, deterministic, input_context)
+    return dataset.map(batch_augment, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
 
 
 def _evaluation_dataset(
@@ -731,9 +924,11 @@ def _evaluation_dataset(
         num_parallel_calls=AUTOTUNE,
         deterministic=True,
     )
-    dataset = dataset.map(
-        lambda clips, *rest: (normalize(clips), *rest), num_parallel_calls=AUTOTUNE
-    )
+    if config["normalize"]:
+        dataset = dataset.map(
+            lambda clips, *rest: (view_protocol.normalize(clips), *rest),
+            num_parallel_calls=AUTOTUNE,
+        )
     return _finish(dataset, counter, config["deterministic"], input_context)
 
 
@@ -744,6 +939,7 @@ def eval_dataset(
     num_classes=None,
     protocol=None,
     label_mode="one_hot",
+    normalize=False,
     cycle_length=None,
     deterministic=True,
     skip_corrupt=False,
@@ -759,14 +955,17 @@ def eval_dataset(
             already have it) and centre-cropped to `crop_size`. Default `KINETICS_VALIDATION`
             (32x2 frames, short side 256, 224 crop: mmaction's validation pipeline).
 
+        normalize: False: uint8 RGB 0-255 clips, for a model with a `ClipNormalization` first
+            layer; True: float32 normalised like `keras_vswin.preprocess_input`.
+
     Returns:
         `(clips, labels)` or, with `with_filenames`, `(clips, labels, filenames)`; clips
-        `(batch, clip_len, crop_size, crop_size, 3)` float32 normalised, the last batch possibly
-        smaller. Other arguments as in `train_dataset`.
+        `(batch, clip_len, crop_size, crop_size, 3)` (uint8, or float32 normalised), the last
+        batch possibly smaller. Other arguments as in `train_dataset`.
     """
     protocol = ViewProtocol.from_dict(protocol or KINETICS_VALIDATION, "protocol").single_view()
     config = _evaluation_config(protocol, batch_size, label_mode, num_classes)
-    config.update(cycle_length=cycle_length or 8, deterministic=deterministic)
+    config.update(cycle_length=cycle_length or 8, deterministic=deterministic, normalize=normalize)
     config["counter"] = _counter(skip_corrupt)
     return _evaluation_dataset(
         file_pattern,
@@ -785,6 +984,7 @@ def test_dataset(
     num_classes=None,
     protocol=None,
     label_mode="one_hot",
+    normalize=False,
     cycle_length=None,
     deterministic=True,
     skip_corrupt=False,
@@ -801,13 +1001,14 @@ def test_dataset(
 
     Returns:
         `(clips, labels)` (or with filenames), clips of shape
-        `(batch, num_clips * num_crops, clip_len, crop_size, crop_size, 3)` float32 normalised,
-        where view `v = clip * num_crops + crop`. A 4x3 batch of one 32x224x224 video is 231 MB.
-        Other arguments as in `eval_dataset`.
+        `(batch, num_clips * num_crops, clip_len, crop_size, crop_size, 3)` uint8 (float32
+        normalised with `normalize=True`), where view `v = clip * num_crops + crop`. A 4x3 batch
+        of one 32x224x224 video is 58 MB as uint8 (231 MB as float32). Every sampled frame is
+        decoded and resized once for all its crops. Other arguments as in `eval_dataset`.
     """
     protocol = ViewProtocol.from_dict(protocol or KINETICS, "protocol")
     config = _evaluation_config(protocol, batch_size, label_mode, num_classes)
-    config.update(cycle_length=cycle_length or 8, deterministic=deterministic)
+    config.update(cycle_length=cycle_length or 8, deterministic=deterministic, normalize=normalize)
     config["counter"] = _counter(skip_corrupt)
     return _evaluation_dataset(
         file_pattern,
@@ -844,6 +1045,51 @@ def _evaluation_config(protocol, batch_size, label_mode, num_classes):
         "num_classes": num_classes,
         "label_smoothing": 0.0,
     }
+
+
+def from_data_service(dataset, service, *, job_name=None):
+    """Runs `dataset` on a tf.data service and returns the dataset that reads its elements.
+
+    Use it when one host's cores cannot decode as fast as its accelerators train: start a
+    dispatcher and workers on other machines (each has TensorFlow and can read the shards; the
+    pipeline travels as a graph, so they need no keras_vswin), then pass its address. For
+    training, `train_dataset(..., data_service=address)` builds the pipeline for it (every
+    worker runs all of it with its own random draws, `processing_mode="parallel_epochs"`) and
+    calls this. Only uint8 clips cross the network with the default `normalize=False`.
+
+    ```python
+    # on the dispatcher machine:
+    tf.data.experimental.service.DispatchServer(
+        tf.data.experimental.service.DispatcherConfig(port=5050)).join()
+    # on each worker machine:
+    tf.data.experimental.service.WorkerServer(tf.data.experimental.service.WorkerConfig(
+        dispatcher_address="dispatcher:5050", worker_address="worker-1:5051", port=5051)).join()
+    # on the training machine:
+    train = data.train_dataset("gs://bucket/train-*", 64, num_classes=400,
+                               data_service="grpc://dispatcher:5050")
+    ```
+
+    Args:
+        dataset: a `tf.data.Dataset` made of TensorFlow ops only (no `py_function`).
+        service: the dispatcher's address, `"grpc://host:port"`.
+        job_name: share one job (one stream of elements) between the trainers that pass the
+            same name; None gives this dataset a job of its own.
+
+    Returns:
+        The dataset of the elements the workers produce (in no fixed order).
+    """
+    if not isinstance(service, str) or not service:
+        raise ValueError(
+            f"data_service must be a dispatcher address such as 'grpc://host:5050', got {service!r}"
+        )
+    distributed = dataset.apply(
+        tf.data.experimental.service.distribute(
+            processing_mode=tf.data.experimental.service.ShardingPolicy.OFF,
+            service=service,
+            job_name=job_name,
+        )
+    )
+    return distributed.prefetch(AUTOTUNE)
 
 
 def distribute_dataset(strategy, dataset_fn, file_pattern, global_batch_size, **kwargs):

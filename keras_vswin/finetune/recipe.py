@@ -259,7 +259,7 @@ def tfrecord_data(config):
         sampling=data["sampling"],
         crop_size=data["crop_size"],
     )
-    common = dict(num_classes=num_classes, skip_corrupt=data["skip_corrupt"])
+    common = dict(num_classes=num_classes, skip_corrupt=data["skip_corrupt"], normalize=True)
     num_train = data["num_train_examples"] or count_examples(data["train"])
 
     def train(micro_batch_size, input_context=None, start_step=0):
