@@ -16,8 +16,10 @@ SavedModel's serving signature. Apply softmax in the client for probabilities.
   the interpreter's default XNNPACK delegate runs the whole graph. `precision="float16"` stores
   float16 weights, `"int8"` int8 weights (dynamic-range quantisation); both compute in float32.
   Needs the `[litert]` extra to run (conversion uses TensorFlow's converter).
-- `openvino`: Keras' OpenVINO export, float32 weights in the IR. Choose bf16 at run time with
-  OpenVINO's `INFERENCE_PRECISION_HINT`. Needs the `[openvino]` extra.
+- `openvino`: Keras' OpenVINO export, float32 weights in the IR, dynamic like ONNX. On CPUs
+  with bfloat16 support OpenVINO computes in bf16 by default: compile with
+  `{"INFERENCE_PRECISION_HINT": "f32"}` for float32 results (the sidecar records it), or keep
+  bf16 for speed (top-1 agrees, logits differ by ~1e-3). Needs the `[openvino]` extra.
 
 The model file and its sidecar are written under temporary names and renamed when complete;
 an existing export is only replaced with `overwrite=True`.
@@ -152,6 +154,19 @@ def _convert(serving, target, format, precision):
         serving.export(target, format="litert", input_signature=[spec], verbose=False, **kwargs)
     else:
         serving.export(target, format=format, input_signature=[spec], verbose=False)
+    if format == "openvino":
+        import openvino
+
+        converted = openvino.Core().read_model(target)
+        # The converter also lists internal tensors of the TF graph (shape slices, masks) as
+        # outputs; the first is the logits. Keep it alone, under the contract's names.
+        logits = converted.output(0)
+        logits.get_tensor().set_names({"logits"})
+        converted.input(0).get_tensor().set_names({INPUT_NAME})
+        pruned = openvino.Model([logits], converted.get_parameters(), converted.get_name())
+        os.remove(target)
+        os.remove(target[: -len(".xml")] + ".bin")
+        openvino.save_model(pruned, target, compress_to_fp16=False)
     if format == "onnx":
         import onnx
 
@@ -227,6 +242,7 @@ def export_runtime(
         "input": {"name": INPUT_NAME, "dtype": "uint8", "shape": shape},
         "output": {"name": "logits", "dtype": "float32", "shape": [None, classes]},
         "protocol": protocol.to_dict(),
+        **({"compile_config": {"INFERENCE_PRECISION_HINT": "f32"}} if format == "openvino" else {}),
         "normalisation": {"mean": list(MEAN_RGB), "std": list(STD_RGB), "inside": True},
         "labels": list(_resolve_labels(labels, classes)),
         "keras_version": keras.__version__,
