@@ -36,7 +36,8 @@ from keras_vswin.data import views
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="keras-vswin export",
-        description="Export a Video Swin model as a versioned SavedModel (TF Serving layout).",
+        description="Export a Video Swin model as a versioned SavedModel (TF Serving layout) or "
+        "an ONNX, LiteRT or OpenVINO model file (--format).",
     )
     parser.add_argument(
         "source",
