@@ -336,6 +336,12 @@ def main(argv=None):
     parser.add_argument(
         "--json", default="bench_results/bench.json", help="where to write the results"
     )
+    parser.add_argument(
+        "--no-runtimes",
+        action="store_true",
+        help="skip the inference runtimes (benchmarks.bench_runtimes: ONNX Runtime, OpenVINO, "
+        "LiteRT, JAX)",
+    )
     args = parser.parse_args(argv)
     if torch is not None:
         torch.set_num_threads(THREADS)
@@ -396,6 +402,11 @@ def main(argv=None):
     }
     write_results(args.json, result)
     print(f"\nwrote {args.json}")
+    if not args.no_runtimes:
+        from benchmarks import bench_runtimes
+
+        runtime_args = ["--reps", str(args.reps), "--variants", "T", *([] if args.quick else ["B"])]
+        bench_runtimes.main(runtime_args + (["--no-memory"] if args.no_memory else []))
     return 0
 
 

@@ -6,6 +6,10 @@ keras-vswin export kinetics400 --variant B --output exports       # registry wei
 keras-vswin export swin_tiny_patch244_window877_kinetics400_1k.pth --variant T \\
     --output exports --precision bfloat16
 keras-vswin export kinetics400 --variant T --feature-vector --output exports
+keras-vswin export kinetics400 --variant T --format onnx --output swin_t.onnx
+keras-vswin export kinetics400 --variant T --format litert --precision float16 \\
+    --input-shape 32,224,224 --output swin_t_fp16.tflite
+keras-vswin export kinetics400 --variant T --format openvino --output swin_t.xml
 ```
 
 SRC is a `.keras` file, a checkpoint (`.pth` or `.weights.h5`, loaded through the model
@@ -14,6 +18,9 @@ SavedModel is written to `<output>/<name>/<version>/` (the next version unless `
 through a temporary folder renamed when complete, so TF Serving never sees a partial export.
 See `keras_vswin.export` for the signatures; `saved_model_cli show --all --dir <path>` lists
 them.
+
+`--format onnx|litert|openvino` writes that runtime's model file at `--output` instead (see
+`keras_vswin.runtimes`): input a uint8 centre-view clip, output float32 logits.
 """
 
 from __future__ import annotations
@@ -29,7 +36,8 @@ from keras_vswin.data import views
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="keras-vswin export",
-        description="Export a Video Swin model as a versioned SavedModel (TF Serving layout).",
+        description="Export a Video Swin model as a versioned SavedModel (TF Serving layout) or "
+        "an ONNX, LiteRT or OpenVINO model file (--format).",
     )
     parser.add_argument(
         "source",
@@ -37,7 +45,10 @@ def build_parser():
         help=".keras file, .pth/.weights.h5 checkpoint or registry name (e.g. kinetics400)",
     )
     where = parser.add_mutually_exclusive_group(required=True)
-    where.add_argument("--output", help="base folder (TF Serving model root)")
+    where.add_argument(
+        "--output",
+        help="base folder (TF Serving model root); for --format onnx|litert|openvino the file",
+    )
     where.add_argument(
         "--collection",
         metavar="DIR",
@@ -82,17 +93,63 @@ def build_parser():
     views.add_arguments(parser)
     parser.add_argument(
         "--precision",
-        choices=("float32", "bfloat16"),
+        choices=("float32", "bfloat16", "float16", "int8"),
         default="float32",
-        help="bfloat16: mixed precision compute (float32 weights and outputs)",
+        help="bfloat16: mixed precision compute (float32 weights and outputs; saved_model); "
+        "float16/int8: reduced-precision weights (litert)",
     )
     parser.add_argument("--jit", action="store_true", help="compile the model with XLA")
+    parser.add_argument(
+        "--format",
+        choices=("saved_model", "onnx", "litert", "openvino"),
+        default="saved_model",
+        help="saved_model (default) or a runtime model file: onnx (dynamic shapes), litert "
+        "(static shape, builtin ops; --precision float16|int8 for reduced-precision weights), "
+        "openvino (IR .xml + .bin)",
+    )
+    parser.add_argument(
+        "--input-shape",
+        type=_input_shape,
+        default=None,
+        metavar="F,H,W",
+        help="fixed input frames,height,width for onnx/openvino/litert (default: the model's; "
+        "litert: the view protocol's clip length and crop size)",
+    )
     parser.add_argument(
         "--antialias",
         action="store_true",
         help="low-pass filter when frames are shrunk (for clients sending large frames)",
     )
     return parser
+
+
+def _input_shape(text):
+    try:
+        dims = tuple(int(d) for d in text.split(","))
+    except ValueError:
+        dims = ()
+    if len(dims) != 3 or min(dims) < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected three positive ints frames,height,width, got {text!r}"
+        )
+    return (*dims, 3)
+
+
+def _export_runtime(args, model, protocol, labels):
+    from keras_vswin.runtimes import export_runtime
+
+    if args.collection or args.feature_vector:
+        raise ValueError(f"--format {args.format} exports classifiers to --output only.")
+    return export_runtime(
+        model,
+        args.output,
+        args.format,
+        input_shape=args.input_shape,
+        precision=args.precision,
+        protocol=protocol,
+        labels=args.labels or labels,
+        overwrite=args.overwrite,
+    )
 
 
 def load_model(source, variant="B", classes=None, feature_vector=False):
@@ -133,6 +190,16 @@ def main(argv=None):
         name = args.name or model.name + ("_feature_vector" if args.feature_vector else "")
         # Registry weights bring their test protocol and labels; flags win.
         protocol, labels = preset_protocol(args.source, args.variant) or (views.KINETICS, None)
+        if args.format != "saved_model":
+            path = _export_runtime(args, model, views.from_arguments(args, protocol), labels)
+            files = [path] + ([path[: -len(".xml")] + ".bin"] if args.format == "openvino" else [])
+            size = sum(os.path.getsize(p) for p in files)
+            print(f"Exported {path} ({size / 2**20:.1f} MiB) and its sidecar {path}.json.")
+            return 0
+        if args.input_shape is not None or args.precision in ("float16", "int8"):
+            raise ValueError(
+                "--input-shape and --precision float16|int8 apply to --format litert|onnx|openvino."
+            )
         if args.collection:
             from keras_vswin.collection import write_collection
 
