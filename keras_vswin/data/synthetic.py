@@ -14,6 +14,7 @@ of frames) is equally likely under both classes: a model that ignores temporal o
 Each video: a dark random background colour with a fixed noise texture, 2 to 4 bright shapes
 (discs, squares, triangles or, for rotations, clock hands) in random colours, each with its own
 random position, size, speed and extent of the class's motion, and a little per-frame noise.
+Moving shapes travel 60-90% of the way from one edge of the frame to the other, at any size.
 
 The command writes `<output>/videos/<split>/<class>/<class>_<i>.mp4`, a CSV per split
 (`<output>/<split>.csv`, columns `path,label`) and `<output>/labels.txt`, then (unless
@@ -99,8 +100,9 @@ def _forward_trajectory(kind, rng, num_frames, size):
     t = np.linspace(0.0, 1.0, num_frames)
     radius = rng.uniform(0.1, 0.15) * size
     if kind in ("moving_right", "moving_down"):
-        travel = rng.uniform(0.45, 0.65) * size
-        start = rng.uniform(radius + 1, size - radius - 1 - travel)
+        room = size - 2 * (radius + 1)  # centre positions that keep the shape inside
+        travel = rng.uniform(0.6, 0.9) * room
+        start = radius + 1 + rng.uniform(0, room - travel)
         along = start + travel * t
         across = np.full(num_frames, rng.uniform(radius + 1, size - radius - 1))
         if kind == "moving_right":
