@@ -1,5 +1,7 @@
 """The synthetic moving-shapes dataset and the `make demo` job (`training.demo`)."""
 
+import math
+
 import numpy as np
 import pytest
 
@@ -20,3 +22,15 @@ def test_pairs_are_time_reversals_of_each_other():
         video = synthetic.render_video(name, np.random.default_rng(5), num_frames=10, size=32)
         original = synthetic.render_video(forward, np.random.default_rng(5), num_frames=10, size=32)
         np.testing.assert_array_equal(video, original[::-1] if reverse else original)
+
+
+def test_clock_hands_sweep_over_the_top_of_their_dial():
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        centres, lengths, angles = synthetic._forward_trajectory("rotating_clockwise", rng, 20, 32)
+        assert (np.diff(angles) > 0).all()  # clockwise on screen (y points down)
+        # Tips stay above their pivots: sin(angle) < 0, the tips move right at the top.
+        assert (angles > -math.pi).all() and (angles < 0).all()
+        tips = centres + lengths[:, None] * np.stack([np.sin(angles), np.cos(angles)], axis=1)
+        assert tips[-1, 1] > tips[0, 1]
+        assert (tips >= 0).all() and (tips <= 32).all()
