@@ -1,11 +1,14 @@
 """The synthetic moving-shapes dataset and the `make demo` job (`training.demo`)."""
 
+import csv
 import math
+import os
 
 import numpy as np
 import pytest
 
 from keras_vswin.data import synthetic
+from training import demo
 
 
 @pytest.mark.parametrize("size", [16, 32, 64])
@@ -34,3 +37,40 @@ def test_clock_hands_sweep_over_the_top_of_their_dial():
         tips = centres + lengths[:, None] * np.stack([np.sin(angles), np.cos(angles)], axis=1)
         assert tips[-1, 1] > tips[0, 1]
         assert (tips >= 0).all() and (tips <= 32).all()
+
+
+def _spec(**changes):
+    spec = {
+        "train_per_class": 2,
+        "eval_per_class": 1,
+        "num_frames": 10,
+        "size": 32,
+        "classes": None,
+        "seed": 0,
+    }
+    return {**spec, **changes}
+
+
+def test_demo_dataset_is_reused_only_for_the_same_spec(tmp_path, capsys):
+    folder = str(tmp_path / "data")
+    patterns = demo.make_dataset(folder, _spec())
+    shards = sorted(os.listdir(os.path.join(folder, "shards")))
+    with open(os.path.join(folder, "train.csv"), newline="") as handle:
+        first = list(csv.DictReader(handle))
+    stamp = os.path.getmtime(os.path.join(folder, "dataset.json"))
+    capsys.readouterr()
+
+    assert demo.make_dataset(folder, _spec()) == patterns
+    assert "reusing the dataset" in capsys.readouterr().out
+    assert os.path.getmtime(os.path.join(folder, "dataset.json")) == stamp
+
+    with open(os.path.join(folder, "notes.txt"), "w") as handle:
+        handle.write("not the demo's")
+    demo.make_dataset(folder, _spec(seed=1, train_per_class=3))
+    assert os.path.isfile(os.path.join(folder, "notes.txt"))
+    assert "reusing" not in capsys.readouterr().out
+    assert sorted(os.listdir(os.path.join(folder, "shards"))) == shards
+    with open(os.path.join(folder, "train.csv"), newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(first) == 2 * len(synthetic.CLASSES) and len(rows) == 3 * len(synthetic.CLASSES)
+    assert len(os.listdir(os.path.join(folder, "videos", "train", "growing"))) == 3
