@@ -503,7 +503,7 @@ def test_overfits_a_tiny_dataset(tmp_path):
             }
         },
         optimizer={"lr": 5e-3, "epsilon": 1e-8, "weight_decay": 0.0, "backbone_lr_mult": 1.0},
-        train={"epochs": 40, "batch_size": 2, "keep_checkpoints": 0, "eval_every": 0},
+        train={"epochs": 60, "batch_size": 2, "keep_checkpoints": 0, "eval_every": 0},
         schedule={"warmup_epochs": 1.0},
     )
     result = train.run(config, log=lambda *a: None)

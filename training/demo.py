@@ -8,7 +8,8 @@ python -m training.demo --output /tmp/demo --epochs 10
 
 1. generates the synthetic moving-shapes dataset (`keras_vswin.data.synthetic`: 8 classes that
    are time reversals of each other in pairs, so only the order of the frames tells them apart)
-   as mp4 files, and shards it with `keras-vswin write-shards`;
+   as mp4 files, and shards it with `keras-vswin write-shards` (sizes: the config's
+   `data.synthetic`; the config's `seed` also seeds the videos);
 2. trains a small Video Swin with `keras-vswin train --config demo` (the paper's recipe,
    scaled down: AdamW with parameter groups, warmup + cosine, stochastic depth, label
    smoothing);
@@ -29,10 +30,6 @@ import sys
 import time
 
 DEFAULT_OUTPUT = "demo_output"
-TRAIN_PER_CLASS = 32
-EVAL_PER_CLASS = 12
-NUM_FRAMES = 20
-SIZE = 64
 
 
 def _banner(text):
@@ -62,24 +59,58 @@ def build_parser():
     return parser
 
 
-def make_dataset(folder):
-    """Videos + shards under `folder` (reused when already complete). Returns shard globs."""
-    from keras_vswin.data import synthetic
+def dataset_spec(config):
+    """What the demo's dataset is made of: `config["data"]["synthetic"]` and `config["seed"]`."""
+    spec = config["data"]["synthetic"]
+    return {
+        "train_per_class": spec["train_per_class"],
+        "eval_per_class": spec["eval_per_class"],
+        "num_frames": spec["num_frames"],
+        "size": spec["size"],
+        "classes": spec["classes"],
+        "seed": config["seed"],
+    }
 
-    patterns = {
+
+def shard_patterns(folder):
+    return {
         split: os.path.join(folder, "shards", f"{split}-*.tfrecord") for split in ("train", "eval")
     }
+
+
+def make_dataset(folder, spec):
+    """Videos + shards of `spec` (see `dataset_spec`) under `folder`, reused when a complete
+    dataset of the same spec is there. Returns the shard globs."""
+    from keras_vswin import atomic
+    from keras_vswin.data import synthetic
+
+    patterns = shard_patterns(folder)
+    spec_path = os.path.join(folder, "dataset.json")
     manifests = [os.path.join(folder, "shards", f"{split}.manifest.json") for split in patterns]
-    if all(os.path.exists(m) for m in manifests):
+    if all(os.path.exists(m) for m in manifests) and _read_json(spec_path) == spec:
         print(f"reusing the dataset in {folder}")
         return patterns
+    for stale in ("videos", "shards"):  # of another spec or an interrupted run
+        shutil.rmtree(os.path.join(folder, stale), ignore_errors=True)
     lists = synthetic.write_videos(
         folder,
-        {"train": TRAIN_PER_CLASS, "eval": EVAL_PER_CLASS},
-        num_frames=NUM_FRAMES,
-        size=SIZE,
+        {"train": spec["train_per_class"], "eval": spec["eval_per_class"]},
+        num_frames=spec["num_frames"],
+        size=spec["size"],
+        classes=spec["classes"],
+        seed=spec["seed"],
     )
-    return synthetic.write_shards(folder, lists, num_shards=2, workers=1)
+    synthetic.write_shards(folder, lists, num_shards=2, workers=1)
+    atomic.write_json(spec_path, spec)  # last: marks the dataset complete
+    return patterns
+
+
+def _read_json(path):
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except (OSError, ValueError):
+        return None
 
 
 def main(argv=None):
@@ -91,12 +122,9 @@ def main(argv=None):
     data_dir = os.path.join(output, "data")
     run_dir = os.path.join(output, "run")
 
-    _banner("1/5 synthetic dataset: mp4 videos -> TFRecord shards")
     from keras_vswin.finetune.configs import ConfigError, load_config
 
-    patterns = make_dataset(data_dir)
-
-    _banner("2/5 fine-tuning a Video Swin (keras-vswin train --config demo)")
+    patterns = shard_patterns(data_dir)
     overrides = [
         f"output_dir={run_dir!r}",
         f"data.train={patterns['train']!r}",
@@ -111,6 +139,11 @@ def main(argv=None):
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+
+    _banner("1/5 synthetic dataset: mp4 videos -> TFRecord shards")
+    make_dataset(data_dir, dataset_spec(config))
+
+    _banner("2/5 fine-tuning a Video Swin (keras-vswin train --config demo)")
     if os.path.exists(run_dir) and not args.resume:
         shutil.rmtree(run_dir)
     from keras_vswin.finetune import train

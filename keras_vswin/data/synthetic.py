@@ -14,6 +14,11 @@ of frames) is equally likely under both classes: a model that ignores temporal o
 Each video: a dark random background colour with a fixed noise texture, 2 to 4 bright shapes
 (discs, squares, triangles or, for rotations, clock hands) in random colours, each with its own
 random position, size, speed and extent of the class's motion, and a little per-frame noise.
+Moving shapes travel 60-90% of the way from one edge of the frame to the other, at any size.
+Clock hands sweep 90 to 144 degrees over the top of their dial (about 10 to 2 o'clock), so the
+direction of rotation shows in the direction their tips move. (From random start angles, a small
+model must relate each tip's motion to its pivot; the demo's two minutes of training left that
+pair at chance.)
 
 The command writes `<output>/videos/<split>/<class>/<class>_<i>.mp4`, a CSV per split
 (`<output>/<split>.csv`, columns `path,label`) and `<output>/labels.txt`, then (unless
@@ -99,8 +104,9 @@ def _forward_trajectory(kind, rng, num_frames, size):
     t = np.linspace(0.0, 1.0, num_frames)
     radius = rng.uniform(0.1, 0.15) * size
     if kind in ("moving_right", "moving_down"):
-        travel = rng.uniform(0.45, 0.65) * size
-        start = rng.uniform(radius + 1, size - radius - 1 - travel)
+        room = size - 2 * (radius + 1)  # centre positions that keep the shape inside
+        travel = rng.uniform(0.6, 0.9) * room
+        start = radius + 1 + rng.uniform(0, room - travel)
         along = start + travel * t
         across = np.full(num_frames, rng.uniform(radius + 1, size - radius - 1))
         if kind == "moving_right":
@@ -116,8 +122,9 @@ def _forward_trajectory(kind, rng, num_frames, size):
     if kind == "rotating_clockwise":
         length = rng.uniform(0.25, 0.35) * size
         centre = rng.uniform(length + 1, size - length - 1, size=2)
-        start = rng.uniform(0, 2 * math.pi)
-        sweep = rng.uniform(0.6, 1.2) * math.pi
+        sweep = rng.uniform(0.5, 0.8) * math.pi
+        # Centred on "up" (-pi/2 on screen) +-18 degrees: see the module docstring.
+        start = -math.pi / 2 - sweep / 2 + rng.uniform(-0.1, 0.1) * math.pi
         return np.tile(centre, (num_frames, 1)), np.full(num_frames, length), start + sweep * t
     raise ValueError(f"unknown class {kind!r}")
 

@@ -1,0 +1,76 @@
+"""The synthetic moving-shapes dataset and the `make demo` job (`training.demo`)."""
+
+import csv
+import math
+import os
+
+import numpy as np
+import pytest
+
+from keras_vswin.data import synthetic
+from training import demo
+
+
+@pytest.mark.parametrize("size", [16, 32, 64])
+def test_every_class_renders_inside_frames_of_any_allowed_size(size):
+    videos, labels = synthetic.generate_arrays(3, num_frames=8, size=size, seed=0)
+    assert videos.shape == (3 * len(synthetic.CLASSES), 8, size, size, 3)
+    assert np.bincount(labels).tolist() == [3] * len(synthetic.CLASSES)
+    # Every video has its shapes (bright pixels) in every frame.
+    assert (videos.max(axis=(2, 3, 4)) >= 150).all()
+
+
+def test_pairs_are_time_reversals_of_each_other():
+    for name, (forward, reverse) in synthetic._PAIRS.items():
+        video = synthetic.render_video(name, np.random.default_rng(5), num_frames=10, size=32)
+        original = synthetic.render_video(forward, np.random.default_rng(5), num_frames=10, size=32)
+        np.testing.assert_array_equal(video, original[::-1] if reverse else original)
+
+
+def test_clock_hands_sweep_over_the_top_of_their_dial():
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        centres, lengths, angles = synthetic._forward_trajectory("rotating_clockwise", rng, 20, 32)
+        assert (np.diff(angles) > 0).all()  # clockwise on screen (y points down)
+        # Tips stay above their pivots: sin(angle) < 0, the tips move right at the top.
+        assert (angles > -math.pi).all() and (angles < 0).all()
+        tips = centres + lengths[:, None] * np.stack([np.sin(angles), np.cos(angles)], axis=1)
+        assert tips[-1, 1] > tips[0, 1]
+        assert (tips >= 0).all() and (tips <= 32).all()
+
+
+def _spec(**changes):
+    spec = {
+        "train_per_class": 2,
+        "eval_per_class": 1,
+        "num_frames": 10,
+        "size": 32,
+        "classes": None,
+        "seed": 0,
+    }
+    return {**spec, **changes}
+
+
+def test_demo_dataset_is_reused_only_for_the_same_spec(tmp_path, capsys):
+    folder = str(tmp_path / "data")
+    patterns = demo.make_dataset(folder, _spec())
+    shards = sorted(os.listdir(os.path.join(folder, "shards")))
+    with open(os.path.join(folder, "train.csv"), newline="") as handle:
+        first = list(csv.DictReader(handle))
+    stamp = os.path.getmtime(os.path.join(folder, "dataset.json"))
+    capsys.readouterr()
+
+    assert demo.make_dataset(folder, _spec()) == patterns
+    assert "reusing the dataset" in capsys.readouterr().out
+    assert os.path.getmtime(os.path.join(folder, "dataset.json")) == stamp
+
+    with open(os.path.join(folder, "notes.txt"), "w") as handle:
+        handle.write("not the demo's")
+    demo.make_dataset(folder, _spec(seed=1, train_per_class=3))
+    assert os.path.isfile(os.path.join(folder, "notes.txt"))
+    assert "reusing" not in capsys.readouterr().out
+    assert sorted(os.listdir(os.path.join(folder, "shards"))) == shards
+    with open(os.path.join(folder, "train.csv"), newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(first) == 2 * len(synthetic.CLASSES) and len(rows) == 3 * len(synthetic.CLASSES)
+    assert len(os.listdir(os.path.join(folder, "videos", "train", "growing"))) == 3
