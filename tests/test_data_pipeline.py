@@ -585,6 +585,8 @@ def reference_train_clips(files, seed, count, clip_len, crop, shuffle_buffer, cy
         "deterministic": True,
         "counter": None,
         "parallel_decode": 1,
+        "num_classes": 2,
+        "label_mode": "one_hot",
     }
     stream = datasets._read_all(
         files,
