@@ -73,7 +73,13 @@ import tensorflow as tf
 from keras_vswin import atomic
 from keras_vswin.data import views
 from keras_vswin.data.views import KINETICS, ViewProtocol
-from keras_vswin.preprocessing import LABEL_SETS, MEAN_RGB, STD_RGB, load_labels
+from keras_vswin.preprocessing import (
+    LABEL_SETS,
+    MEAN_RGB,
+    STD_RGB,
+    load_labels,
+    without_clip_normalization,
+)
 
 __all__ = [
     "default_labels",
@@ -620,6 +626,10 @@ def export_saved_model(
         raise ValueError(f"`model` must be a keras.Model, got {type(model).__name__}.")
     if not isinstance(top_k, int | np.integer) or top_k < 1:
         raise ValueError(f"`top_k` must be a positive int, got {top_k!r}.")
+    # The signatures normalise inside: a model that normalises raw clips itself (its first
+    # layer a ClipNormalization) is exported without that layer, or clips would be normalised
+    # twice.
+    model = without_clip_normalization(model)
     version = _check_version(version)
     if feature_vector and logits_layer is not None:
         raise ValueError("`logits_layer` is for classifier exports, not `feature_vector=True`.")

@@ -35,9 +35,8 @@ import shutil
 import tempfile
 
 import keras
-import numpy as np
 
-from keras_vswin.preprocessing import MEAN_RGB, STD_RGB
+from keras_vswin.preprocessing import MEAN_RGB, STD_RGB, ClipNormalization
 
 __all__ = ["FORMATS", "PRECISIONS", "export_runtime", "require_extra", "serving_model"]
 
@@ -74,16 +73,6 @@ def require_extra(format, runtime=False):
 
 
 @keras.saving.register_keras_serializable(package="keras_vswin")
-class Normalize(keras.layers.Layer):
-    """uint8 RGB 0-255 -> float32 `(x - MEAN_RGB) / STD_RGB` (the model's input)."""
-
-    def call(self, inputs):
-        x = keras.ops.cast(inputs, "float32")
-        mean = keras.ops.convert_to_tensor(np.asarray(MEAN_RGB, "float32"))
-        std = keras.ops.convert_to_tensor(np.asarray(STD_RGB, "float32"))
-        return (x - mean) / std
-
-
 def serving_model(model, input_shape=None):
     """A Keras model `video` uint8 `(batch, *input_shape)` -> float32 logits `(batch, classes)`
     sharing `model`'s weights: normalisation in front, the softmax of the head left out.
@@ -110,7 +99,7 @@ def serving_model(model, input_shape=None):
             )
     head = model.layers[-1]
     video = keras.Input(shape, dtype="uint8", name=INPUT_NAME)
-    x = Normalize(name="normalize")(video)
+    x = ClipNormalization(name="normalize")(video)
     activation = getattr(getattr(head, "activation", None), "__name__", "linear")
     if not isinstance(head, keras.layers.Dense) or activation == "linear":
         logits = keras.layers.Activation("linear", dtype="float32", name="logits")(model(x))

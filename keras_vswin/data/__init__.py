@@ -1,8 +1,10 @@
 """Video data: tf.data pipelines over TFRecord shards, shard writing, and the view protocol.
 
 - `train_dataset`, `eval_dataset`, `test_dataset`: the three pipelines (see their docstrings);
-  clips are `(batch, frames, height, width, 3)` float32, normalised like
-  `keras_vswin.preprocess_input` (test: `(batch, views, frames, height, width, 3)`).
+  clips are `(batch, frames, height, width, 3)` uint8 RGB for a model whose first layer is
+  `keras_vswin.preprocessing.ClipNormalization`, or float32 normalised like
+  `keras_vswin.preprocess_input` with `normalize=True` (test: `(batch, views, frames, ...)`).
+- `from_data_service`: the training pipeline served by tf.data service workers.
 - `ViewProtocol` (`data.views`): how a video becomes test-time views; `KINETICS`, `SSV2`.
 - `distribute_dataset`: per-worker file sharding with `tf.distribute` strategies.
 - `CorruptRecords`: what `skip_corrupt` dropped.
@@ -26,6 +28,7 @@ _DATASETS = (
     "CorruptRecords",
     "distribute_dataset",
     "eval_dataset",
+    "from_data_service",
     "list_shards",
     "normalize",
     "test_dataset",
@@ -64,6 +67,7 @@ __all__ = [
     "augment",
     "distribute_dataset",
     "eval_dataset",
+    "from_data_service",
     "list_shards",
     "normalize",
     "sampling",
