@@ -1,6 +1,7 @@
 """The synthetic moving-shapes dataset and the `make demo` job (`training.demo`)."""
 
 import csv
+import json
 import math
 import os
 
@@ -74,3 +75,80 @@ def test_demo_dataset_is_reused_only_for_the_same_spec(tmp_path, capsys):
         rows = list(csv.DictReader(handle))
     assert len(first) == 2 * len(synthetic.CLASSES) and len(rows) == 3 * len(synthetic.CLASSES)
     assert len(os.listdir(os.path.join(folder, "videos", "train", "growing"))) == 3
+
+    # The showcase: a held-out file, fixed by rule (the first of the second class).
+    path, label = demo.held_out_video(folder)
+    assert label == synthetic.CLASSES[1]
+    assert path == os.path.join(folder, "videos", "eval", label, f"{label}_0000.mp4")
+    assert os.path.isfile(path)
+
+
+TINY_DEMO = [
+    "--epochs", "1",
+    "data.synthetic.train_per_class=2",
+    "data.synthetic.eval_per_class=1",
+    "data.synthetic.num_frames=10",
+    "data.clip_len=4",
+    "model.embed_dim=8",
+    "model.depths=[1, 1]",
+    "model.num_heads=[1, 2]",
+    "train.verbose=0",
+]  # fmt: skip
+
+
+def test_demo_fails_loudly_below_its_bar(tmp_path, capsys):
+    """One update of a tiny model cannot reach 95%: exit status 1, a message, no export."""
+    output = str(tmp_path / "demo")
+    status = demo.main(["--output", output, *TINY_DEMO])
+    captured = capsys.readouterr()
+    assert status == 1
+    assert "below the demo's bar of 95%" in captured.err
+    assert "required 95%" in captured.out
+    assert not os.path.exists(os.path.join(output, "export"))
+    assert not os.path.exists(os.path.join(output, "demo_summary.json"))
+
+
+def test_demo_rejects_a_bad_bar_and_a_bad_override(tmp_path, capsys):
+    assert demo.main(["--output", str(tmp_path), "--min-accuracy", "95"]) == 2
+    assert "--min-accuracy must be in [0, 1]" in capsys.readouterr().err
+    assert demo.main(["--output", str(tmp_path), "trian.epochs=1"]) == 2
+    assert "trian.epochs" in capsys.readouterr().err
+    assert os.listdir(tmp_path) == []
+
+
+def test_demo_checks_the_class_the_saved_model_gives_its_showcase(tmp_path, capsys, monkeypatch):
+    """The real export and `keras-vswin predict` run; the answer decides the exit status."""
+    output = str(tmp_path / "demo")
+    real_predict, answers = demo._predict, []
+
+    def predict(argv):
+        result = real_predict(argv)
+        assert result["top"][0]["label"] in synthetic.CLASSES  # the SavedModel answered
+        result["top"][0]["label"] = answers.pop()
+        return result
+
+    monkeypatch.setattr(demo, "_predict", predict)
+    answers.append("moving_right")  # the showcase is a moving_left video
+    assert demo.main(["--output", output, "--min-accuracy", "0", *TINY_DEMO]) == 1
+    captured = capsys.readouterr()
+    assert "as 'moving_right', but it is a 'moving_left' video" in captured.err
+    assert "keras-vswin predict " in captured.out and "probability" in captured.out
+    assert os.path.isdir(os.path.join(output, "export", "demo", "1"))
+    assert not os.path.exists(os.path.join(output, "demo_summary.json"))
+
+    answers.append("moving_left")
+    assert demo.main(["--output", output, "--min-accuracy", "0", "--resume", *TINY_DEMO]) == 0
+    out = capsys.readouterr().out
+    assert "reusing the dataset" in out and "correct: moving_left" in out
+    with open(os.path.join(output, "demo_summary.json")) as handle:
+        summary = json.load(handle)
+    assert summary["classified_video"].endswith(
+        os.path.join("eval", "moving_left", "moving_left_0000.mp4")
+    )
+    assert set(summary["stage_seconds"]) == {
+        "dataset",
+        "training",
+        "evaluation",
+        "export",
+        "predict",
+    }
