@@ -140,6 +140,8 @@ def test_demo_checks_the_class_the_saved_model_gives_its_showcase(tmp_path, caps
     assert demo.main(["--output", output, "--min-accuracy", "0", "--resume", *TINY_DEMO]) == 0
     out = capsys.readouterr().out
     assert "reusing the dataset" in out and "correct: moving_left" in out
+    assert f"tensorboard --logdir {os.path.join(output, 'run', 'logs')}" in out
+    assert os.listdir(os.path.join(output, "run", "logs", "train"))  # the scalars it shows
     with open(os.path.join(output, "demo_summary.json")) as handle:
         summary = json.load(handle)
     assert summary["classified_video"].endswith(

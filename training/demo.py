@@ -18,7 +18,8 @@ python -m training.demo --output /tmp/demo seed=1
 4. exports a SavedModel (`keras_vswin.export`) and classifies one held-out mp4 file with it
    (`keras-vswin predict`): the first held-out video of the second class, a rule fixed before
    any prediction; a wrong answer fails the demo too;
-5. prints where everything is (also in `<output>/demo_summary.json`).
+5. prints where everything is (also in `<output>/demo_summary.json`) and how to open the
+   training curves in TensorBoard.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import importlib.util
 import io
 import json
 import os
@@ -266,6 +268,9 @@ def main(argv=None):
         + ", ".join(f"{k.replace('_', ' ')} {v:.1%}" for k, v in summary["accuracy"].items())
         + f" (chance {chance:.1%})"
     )
+    print(f"training curves: tensorboard --logdir {summary['tensorboard']}")
+    if importlib.util.find_spec("tensorboard") is None:
+        print("  (TensorBoard is not installed: pip install '.[tensorboard]', the extra)")
     return 0
 
 
