@@ -113,6 +113,8 @@ def test_demo_rejects_a_bad_bar_and_a_bad_override(tmp_path, capsys):
     assert "--min-accuracy must be in [0, 1]" in capsys.readouterr().err
     assert demo.main(["--output", str(tmp_path), "trian.epochs=1"]) == 2
     assert "trian.epochs" in capsys.readouterr().err
+    assert demo.main(["--output", str(tmp_path), "data.synthetic.eval_per_class=0"]) == 2
+    assert "data.synthetic.eval_per_class must be >= 1" in capsys.readouterr().err
     assert os.listdir(tmp_path) == []
 
 

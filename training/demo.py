@@ -150,6 +150,13 @@ def main(argv=None):
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    if config["data"]["synthetic"]["eval_per_class"] < 1:
+        print(
+            "error: data.synthetic.eval_per_class must be >= 1: the demo is judged on held-out "
+            "videos",
+            file=sys.stderr,
+        )
+        return 2
 
     _banner("1/5 synthetic dataset: mp4 videos -> TFRecord shards")
     stage = time.time()
