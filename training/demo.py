@@ -1,5 +1,5 @@
 """The end-to-end demo (`make demo`): data -> shards -> fine-tuning -> evaluation -> SavedModel ->
-classifying a video file, on a CPU in about three minutes.
+classifying a video file, on two CPU cores in under three minutes.
 
 ```
 python -m training.demo                      # everything under demo_output/
