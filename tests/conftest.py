@@ -20,3 +20,15 @@ import pytest  # noqa: E402
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture(autouse=True)
+def _no_global_tensorflow_seed():
+    """Tests that call `keras.utils.set_random_seed` leave TensorFlow's global seed set, and a
+    global seed changes how tf.data ops take their seeds: every test starts without one, so the
+    suite passes in any order."""
+    yield
+    import sys
+
+    if "tensorflow" in sys.modules:
+        sys.modules["tensorflow"].random.set_seed(None)

@@ -21,6 +21,7 @@ import pytest
 
 import keras_vswin
 from keras_vswin import finetune as vt
+from keras_vswin.data import KINETICS, SSV2
 from keras_vswin.finetune import evaluate as evaluation
 from keras_vswin.finetune import recipe, train
 from keras_vswin.finetune.configs import (
@@ -332,11 +333,12 @@ def test_paper_configs_hold_the_recipe():
         ssv2["data"]["flip"],
         ssv2["data"]["rand_augment"],
     ) == (0.1, False, [4, 7])
-    assert (
-        ssv2["model"]["drop_path_rate"],
-        ssv2["data"]["num_clips"],
-        ssv2["data"]["sampling"],
-    ) == (0.4, 1, "uniform")
+    assert (ssv2["model"]["drop_path_rate"], ssv2["data"]["sampling"]) == (0.4, "uniform")
+    # The test views are the official SSv2 protocol: 1 clip x 3 crops of segment-uniform frames.
+    assert recipe.view_protocol(ssv2, "test") == SSV2.replace(short_side=224)
+    assert recipe.view_protocol(load_config("swin_t_k400"), "test") == KINETICS.replace(
+        short_side=224
+    )
     for name in available_configs():
         load_config(name)
 
