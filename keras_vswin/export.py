@@ -83,7 +83,6 @@ from keras_vswin.preprocessing import (
 
 __all__ = [
     "default_labels",
-    "export_model",
     "export_saved_model",
     "features_function",
     "latest_version_dir",
@@ -683,22 +682,6 @@ def export_saved_model(
     with atomic.atomic_path(path, overwrite=overwrite) as tmp:
         write(tmp)
     return path
-
-
-EXPORT_FORMATS = ("saved_model", "onnx", "litert", "openvino")
-
-
-def export_model(model, path, format="saved_model", **kwargs):
-    """Export `model` in `format`: "saved_model" (`export_saved_model(model, path, **kwargs)`)
-    or a runtime file, "onnx", "litert" or "openvino" (`keras_vswin.runtimes.export_runtime`).
-    Returns the written path."""
-    if format == "saved_model":
-        return export_saved_model(model, path, **kwargs)
-    if format not in EXPORT_FORMATS:
-        raise ValueError(f"`format` must be one of {EXPORT_FORMATS}, got {format!r}.")
-    from keras_vswin.runtimes import export_runtime
-
-    return export_runtime(model, path, format, **kwargs)
 
 
 # ----------------------------------------------------------------------------------------------

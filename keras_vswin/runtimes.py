@@ -257,3 +257,19 @@ def export_runtime(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return path
+
+
+EXPORT_FORMATS = ("saved_model", "onnx", "litert", "openvino")
+
+
+def export_model(model, path, format="saved_model", **kwargs):
+    """Export `model` in `format`: "saved_model" (`export_saved_model(model, path, **kwargs)`)
+    or a runtime file, "onnx", "litert" or "openvino" (`keras_vswin.runtimes.export_runtime`).
+    Returns the written path."""
+    if format == "saved_model":
+        from keras_vswin.export import export_saved_model
+
+        return export_saved_model(model, path, **kwargs)
+    if format not in EXPORT_FORMATS:
+        raise ValueError(f"`format` must be one of {EXPORT_FORMATS}, got {format!r}.")
+    return export_runtime(model, path, format, **kwargs)

@@ -14,8 +14,7 @@ import numpy as np
 import pytest
 
 import keras_vswin
-from keras_vswin.export import export_model
-from keras_vswin.runtimes import export_runtime, require_extra, serving_model
+from keras_vswin.runtimes import export_model, export_runtime, require_extra, serving_model
 
 SMALL = dict(
     embed_dim=16, depths=(2, 2), num_heads=(1, 2), window_size=(2, 3, 3), classes=5,
