@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -265,7 +266,12 @@ def test_missing_file_fails_fast(registry, server):
 
 
 def test_unknown_host_fails_at_once(registry, monkeypatch):
-    # `.invalid` never resolves (RFC 2606), online or offline: no retry, no backoff.
+    # What an offline machine (or a typo in a mirror's host) gives: a name that does not resolve.
+    # getaddrinfo is replaced so that the test sends no DNS query; no retry, no backoff.
+    def unresolvable(host, *args, **kwargs):
+        raise socket.gaierror(socket.EAI_NONAME, f"Name or service not known: {host}")
+
+    monkeypatch.setattr(socket, "getaddrinfo", unresolvable)
     monkeypatch.setenv(weights.URL_ENV, "http://keras-vswin-mirror.invalid/")
     monkeypatch.setattr(weights.time, "sleep", lambda s: pytest.fail(f"retried ({s} s backoff)"))
     with pytest.raises(weights.WeightsDownloadError, match="keras-vswin-mirror.invalid") as error:
