@@ -25,6 +25,17 @@ COMMANDS = {
 }
 
 
+def add_checkpoint_arguments(parser):
+    """The flags of commands that read PyTorch checkpoints (convert, verify)."""
+    parser.add_argument(
+        "--allow-unknown-globals",
+        action="store_true",
+        help="read a checkpoint whose metadata references classes outside the weights (e.g. "
+        "a training config object) as inert placeholders, with a warning naming them; by "
+        "default such a file is refused (nothing is ever imported or executed either way)",
+    )
+
+
 def usage():
     width = max(map(len, COMMANDS))
     lines = [

@@ -26,6 +26,7 @@ import sys
 import time
 
 from keras_vswin import atomic
+from keras_vswin.cli import add_checkpoint_arguments
 
 LAYOUT_CHOICES = ("auto", "official", "mmaction2", "torchvision", "backbone")
 
@@ -99,13 +100,7 @@ def build_parser():
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing DST")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress output")
-    parser.add_argument(
-        "--allow-unknown-globals",
-        action="store_true",
-        help="read a checkpoint whose metadata references classes outside the weights (e.g. "
-        "a training config object) as inert placeholders, with a warning naming them; by "
-        "default such a file is refused (nothing is ever imported or executed either way)",
-    )
+    add_checkpoint_arguments(parser)
     return parser
 
 

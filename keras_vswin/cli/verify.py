@@ -22,6 +22,8 @@ import os
 import sys
 import time
 
+from keras_vswin.cli import add_checkpoint_arguments
+
 torch = None
 
 
@@ -59,13 +61,7 @@ def build_parser():
     parser.add_argument(
         "--tolerance", type=float, default=1e-4, help="largest accepted |difference| (1e-4)"
     )
-    parser.add_argument(
-        "--allow-unknown-globals",
-        action="store_true",
-        help="read a checkpoint whose metadata references classes outside the weights (e.g. "
-        "a training config object) as inert placeholders, with a warning naming them; by "
-        "default such a file is refused (nothing is ever imported or executed either way)",
-    )
+    add_checkpoint_arguments(parser)
     return parser
 
 

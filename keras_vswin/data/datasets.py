@@ -964,13 +964,19 @@ def eval_dataset(
         batch possibly smaller. Other arguments as in `train_dataset`.
     """
     protocol = ViewProtocol.from_dict(protocol or KINETICS_VALIDATION, "protocol").single_view()
-    config = _evaluation_config(protocol, batch_size, label_mode, num_classes)
-    config.update(cycle_length=cycle_length or 8, deterministic=deterministic, normalize=normalize)
-    config["counter"] = _counter(skip_corrupt)
     return _evaluation_dataset(
         file_pattern,
         batch_size,
-        config,
+        _evaluation_config(
+            protocol,
+            batch_size,
+            label_mode,
+            num_classes,
+            normalize,
+            cycle_length,
+            deterministic,
+            skip_corrupt,
+        ),  # fmt: skip
         _eval_decoder,
         with_filenames=with_filenames,
         input_context=input_context,
@@ -1007,20 +1013,36 @@ def test_dataset(
         decoded and resized once for all its crops. Other arguments as in `eval_dataset`.
     """
     protocol = ViewProtocol.from_dict(protocol or KINETICS, "protocol")
-    config = _evaluation_config(protocol, batch_size, label_mode, num_classes)
-    config.update(cycle_length=cycle_length or 8, deterministic=deterministic, normalize=normalize)
-    config["counter"] = _counter(skip_corrupt)
     return _evaluation_dataset(
         file_pattern,
         batch_size,
-        config,
+        _evaluation_config(
+            protocol,
+            batch_size,
+            label_mode,
+            num_classes,
+            normalize,
+            cycle_length,
+            deterministic,
+            skip_corrupt,
+        ),  # fmt: skip
         _test_decoder,
         with_filenames=with_filenames,
         input_context=input_context,
     )
 
 
-def _evaluation_config(protocol, batch_size, label_mode, num_classes):
+def _evaluation_config(
+    protocol,
+    batch_size,
+    label_mode,
+    num_classes,
+    normalize,
+    cycle_length,
+    deterministic,
+    skip_corrupt,
+):
+    """The pipeline config shared by `eval_dataset` and `test_dataset`."""
     _check_common(
         batch_size,
         protocol.clip_len,
@@ -1044,6 +1066,10 @@ def _evaluation_config(protocol, batch_size, label_mode, num_classes):
         "label_mode": label_mode,
         "num_classes": num_classes,
         "label_smoothing": 0.0,
+        "normalize": normalize,
+        "cycle_length": cycle_length or 8,
+        "deterministic": deterministic,
+        "counter": _counter(skip_corrupt),
     }
 
 
