@@ -9,6 +9,8 @@ run uses this loop under every strategy, written on public APIs only: `strategy.
 
 from __future__ import annotations
 
+import functools
+
 import keras
 
 
@@ -58,10 +60,13 @@ class StrategyLoop:
         def one_test_step(data):
             strategy.run(self._test_replica_step, args=(data,))
 
-        one_train_step = tf.function(one_train_step, jit_compile=jit, reduce_retracing=True)
-        self._test_step = tf.function(one_test_step, jit_compile=jit, reduce_retracing=True)
+        # No AutoGraph: the steps branch on tensors only through explicit `cond`s, and
+        # converting Keras' layer code took about half of the tracing time.
+        function = functools.partial(tf.function, autograph=False, reduce_retracing=True)
+        one_train_step = function(one_train_step, jit_compile=jit)
+        self._test_step = function(one_test_step, jit_compile=jit)
         # The input is read outside the XLA cluster, as Keras' fit does.
-        self._train_step = tf.function(lambda iterator: one_train_step(next(iterator)))
+        self._train_step = function(lambda iterator: one_train_step(next(iterator)))
 
     # -- the replica steps (inside `strategy.run`)
 
