@@ -5,6 +5,9 @@ All tensors are channels-last: `(batch, frames, height, width, channels)`.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+
 import keras
 import numpy as np
 from keras import ops
@@ -185,6 +188,29 @@ def attention_chunks(num_windows, num_heads, num_tokens):
     return 1
 
 
+_RUNTIME_FORM = contextvars.ContextVar("keras_vswin_runtime_attention", default=False)
+
+
+@contextlib.contextmanager
+def runtime_attention_form():
+    """Within this context, inference calls of `WindowAttention3D` build the graph form that
+    runtimes' graph compilers fuse into one attention kernel (used by the runtime exports).
+
+    The form is the BERT layout, `(windows, heads, N, head_dim)` queries, keys and values, each
+    a reshape and a (0, 2, 1, 3) transpose of the qkv projection; bias and shift mask are added
+    to the rank-4 logits by broadcasting, and windows are not chunked. OpenVINO's CPU plugin then
+    runs each block's scale, bias, mask, softmax and both matmuls as one fused kernel (its MHA
+    snippet) and folds the transposes into it; of the TensorFlow form (heads first, mask added
+    on flattened logits, window chunks) it left a shifted block's attention in five separate
+    passes over the logits. Same values as the TensorFlow form, to float32 round-off.
+    """
+    token = _RUNTIME_FORM.set(True)
+    try:
+        yield
+    finally:
+        _RUNTIME_FORM.reset(token)
+
+
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class WindowAttention3D(keras.layers.Layer):
     """Multi-head self-attention inside 3D windows with a relative position bias.
@@ -346,6 +372,8 @@ class WindowAttention3D(keras.layers.Layer):
     def call(self, windows, attention_mask=None, num_windows=None, training=None):
         """`num_windows`: windows per clip, a Python int when the grid is static. It lets the
         attention run in window chunks (see `attention_chunks`); the result is the same."""
+        if not training and _RUNTIME_FORM.get():
+            return self._runtime_form(windows, attention_mask)
         shape = ops.shape(windows)
         num_tokens = shape[1]
         chunks = 1
@@ -390,6 +418,45 @@ class WindowAttention3D(keras.layers.Layer):
         out = outputs[0] if chunks == 1 else ops.concatenate(outputs, axis=1)
         out = ops.reshape(out, (-1, num_tokens, self.dim))
         return self.proj_drop(out, training=training)
+
+    def _runtime_form(self, windows, attention_mask):
+        """Inference `call` in the form runtimes fuse (see `runtime_attention_form`)."""
+        shape = ops.shape(windows)
+        num_tokens = shape[1]
+        tokens = ops.reshape(windows, (-1, self.dim))
+
+        def heads(i):  # projection i of (q, k, v) -> (windows, heads, N, head_dim)
+            # One matmul per projection, on slices of the kernel (constants once exported):
+            # slicing the qkv output instead costs a strided copy of each (60 ms per Swin-T
+            # 16x224 forward in OpenVINO).
+            columns = slice(i * self.dim, (i + 1) * self.dim)
+            part = ops.matmul(tokens, ops.cast(self.qkv.kernel[:, columns], tokens.dtype))
+            if self.qkv_bias:
+                part = part + ops.cast(self.qkv.bias[columns], tokens.dtype)
+            part = ops.reshape(part, (-1, num_tokens, self.num_heads, self.head_dim))
+            return ops.transpose(part, (0, 2, 1, 3))
+
+        q, k, v = (heads(i) for i in range(3))
+        # The anchor keeps the bias a run-time gather, as in `call`: folded into constants it
+        # would grow an OpenVINO Swin-T file by 108 MB (heads * N * N floats per block).
+        anchor = ops.sum(q[:1, :1, :1, :1]) * 0.0
+        bias = ops.cast(self.relative_position_bias(num_tokens, anchor), q.dtype)
+        logits = ops.matmul(q, ops.transpose(k, (0, 1, 3, 2))) * self.scale
+        logits = logits + ops.expand_dims(bias, 0)
+        if attention_mask is not None:
+            # (num_windows, N, N) -> (batch * num_windows, 1, N, N): a rank-4 broadcast add.
+            mask = ops.cast(attention_mask, logits.dtype)
+            repeats = shape[0] // ops.shape(mask)[0]
+            if not isinstance(repeats, int) or repeats != 1:
+                mask = ops.tile(mask, (repeats, 1, 1))
+            logits = logits + ops.expand_dims(mask, 1)
+        if isinstance(num_tokens, int) and num_tokens == 1:
+            attn = ops.ones_like(logits)
+        else:
+            attn = ops.softmax(logits, axis=-1)
+        out = ops.transpose(ops.matmul(attn, v), (0, 2, 1, 3))  # (windows, N, heads, head_dim)
+        out = self.proj(ops.reshape(out, (-1, self.dim)))
+        return ops.reshape(out, (-1, num_tokens, self.dim))
 
     def compute_output_shape(self, input_shape):
         return input_shape

@@ -16,10 +16,14 @@ SavedModel's serving signature. Apply softmax in the client for probabilities.
   the interpreter's default XNNPACK delegate runs the whole graph. `precision="float16"` stores
   float16 weights, `"int8"` int8 weights (dynamic-range quantisation); both compute in float32.
   Needs the `[litert]` extra to run (conversion uses TensorFlow's converter).
-- `openvino`: Keras' OpenVINO export, float32 weights in the IR, dynamic like ONNX. On CPUs
-  with bfloat16 support OpenVINO computes in bf16 by default: compile with
+- `openvino`: Keras' OpenVINO export, float32 weights in the IR, dynamic like ONNX. The window
+  attention is traced in the form the CPU plugin fuses into one kernel per block (scale, bias,
+  shift mask, softmax and both matmuls; see `layers.runtime_attention_form`). On CPUs with
+  bfloat16 support OpenVINO computes in bf16 by default: compile with
   `{"INFERENCE_PRECISION_HINT": "f32"}` for float32 results (the sidecar records it), or keep
-  bf16 for speed (top-1 agrees, logits differ by ~1e-3). Needs the `[openvino]` extra.
+  bf16 for speed (top-1 agrees, logits differ by ~1e-3). Reshaping the model to the clip's
+  static shape before compiling (`model.reshape({0: [1, *input_shape]})`) makes it faster.
+  Needs the `[openvino]` extra.
 
 The model file and its sidecar are written under temporary names and renamed when complete;
 an existing export is only replaced with `overwrite=True`.
@@ -36,6 +40,7 @@ import tempfile
 
 import keras
 
+from keras_vswin.layers import runtime_attention_form
 from keras_vswin.preprocessing import MEAN_RGB, STD_RGB, ClipNormalization
 
 __all__ = ["FORMATS", "PRECISIONS", "export_runtime", "require_extra", "serving_model"]
@@ -141,6 +146,10 @@ def _convert(serving, target, format, precision):
         elif precision == "int8":
             kwargs["optimizations"] = [tf.lite.Optimize.DEFAULT]
         serving.export(target, format="litert", input_signature=[spec], verbose=False, **kwargs)
+    elif format == "openvino":
+        # The attention in the form OpenVINO's CPU plugin fuses into one kernel per block.
+        with runtime_attention_form():
+            serving.export(target, format=format, input_signature=[spec], verbose=False)
     else:
         serving.export(target, format=format, input_signature=[spec], verbose=False)
     if format == "openvino":
