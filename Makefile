@@ -32,18 +32,21 @@ $(VENV)/.installed-test: $(BIN)/python setup.cfg pyproject.toml
 	touch $@ $(VENV)/.installed-demo
 
 $(LOWEST)/.installed-test: $(LOWEST_BIN)/python setup.cfg pyproject.toml tests/constraints-lowest.txt
-	$(LOWEST_BIN)/python -m pip install --quiet -c tests/constraints-lowest.txt -e '.[torch]' 'pytest>=7'
+	$(LOWEST_BIN)/python -m pip install --quiet -c tests/constraints-lowest.txt -e '.[torch]' 'pytest>=7' 'pytest-xdist>=3'
 	touch $@
 
 demo: $(VENV)/.installed-demo
 	$(BIN)/python -m training.demo
 
+# One pytest worker per core: much of the suite is single-threaded tracing and process
+# start-up (at most 4: each holds TensorFlow and a model). Whole files go to one worker, so
+# that a module's fixtures are built once.
 test: $(VENV)/.installed-test
-	$(BIN)/python -m pytest -q -ra --durations=15 tests
+	$(BIN)/python -m pytest -q -ra --durations=15 -n auto --maxprocesses 4 --dist loadfile tests
 	$(MAKE) --no-print-directory test-lowest
 
 test-lowest: $(LOWEST)/.installed-test
-	$(LOWEST_BIN)/python -m pytest -q -ra --durations=5 -k 'not ($(LOWEST_DESELECT))' $(LOWEST_TESTS)
+	$(LOWEST_BIN)/python -m pytest -q -ra --durations=5 -n auto --maxprocesses 4 --dist loadfile -k 'not ($(LOWEST_DESELECT))' $(LOWEST_TESTS)
 
 bench: $(VENV)/.installed-test
 	$(BIN)/python -m pip install --quiet -e '.[bench]' || echo "keras-cv could not be installed; its column will be empty"
