@@ -300,6 +300,7 @@ def _iter_converted(path, fps, short_side, check_complete, threads, target, conv
     its SIMD path is about 3x faster than packed `rgb24` and gives the same pixels).
     """
     import av
+    from av.video.reformatter import VideoReformatter
 
     interpolation = _interpolation()
     if fps is not None and fps <= 0:
@@ -314,6 +315,8 @@ def _iter_converted(path, fps, short_side, check_complete, threads, target, conv
             stream.thread_type = "AUTO" if threads != 1 else "SLICE"
         source_fps = _stream_fps(stream)
         declared = int(stream.frames or 0)
+        # One scaler for all frames: `frame.reformat` would set up a new one for every frame.
+        scaler = VideoReformatter()
         reformat_args = {**target, "interpolation": interpolation}
         if threads is not None:
             reformat_args["threads"] = int(threads)
@@ -331,7 +334,7 @@ def _iter_converted(path, fps, short_side, check_complete, threads, target, conv
                 for source in selected:
                     if source is not last_source:
                         last_source = source
-                        last_output = convert(source.reformat(**reformat_args))
+                        last_output = convert(scaler.reformat(source, **reformat_args))
                     yield last_output
         except av.FFmpegError as error:
             raise VideoDecodeError(
@@ -341,7 +344,7 @@ def _iter_converted(path, fps, short_side, check_complete, threads, target, conv
             for source in resampler.flush():
                 if source is not last_source:
                     last_source = source
-                    last_output = convert(source.reformat(**reformat_args))
+                    last_output = convert(scaler.reformat(source, **reformat_args))
                 yield last_output
         if decoded == 0:
             raise VideoDecodeError(path, "no frame could be decoded")
