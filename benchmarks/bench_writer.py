@@ -8,9 +8,10 @@ python -m benchmarks.bench_writer --videos 24 --workers 2 --json bench_results/w
 What it measures, in one run on this machine, over the same videos (H.264 like
 `bench_data.synthetic_video`), writing with the default settings (short side 256, JPEG q90):
 1. one core, CPU time per frame of each stage of the per-video work (`encode_video`): decode,
-   scale to planar RGB, JPEG, SequenceExample; next to the packed-RGB path the writer used before
-   (`rgb24` + numpy array + PIL), and the whole `encode_video` in videos/s/core against
-   decode-only (the limit: decoding has to happen anyway);
+   scale to YUV 4:2:0, JPEG from the planes (simplejpeg), SequenceExample; next to the stages
+   of the path the writer used before (scale to planar RGB, PIL JPEG), with each path's JPEG
+   error against the uncompressed RGB frames; and the whole `encode_video` in videos/s/core
+   against decode-only (the limit: decoding has to happen anyway);
 2. `--workers` cores, wall clock, in alternating rounds so that all see the same machine load:
    decode-only on a pool of `--workers` processes (started before timing), the local writer
    (`--workers` processes) and the Beam writer (FnApiRunner, `--workers` worker processes),
@@ -40,11 +41,15 @@ if ROOT not in sys.path:
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def decode_only(path):
-    """Decodes every frame of `path` on one thread, converting nothing; returns the count."""
+def av_open(path):
     import av
 
-    with av.open(path) as container:
+    return av.open(path)
+
+
+def decode_only(path):
+    """Decodes every frame of `path` on one thread, converting nothing; returns the count."""
+    with av_open(path) as container:
         stream = container.streams.video[0]
         stream.codec_context.thread_count = 1
         stream.thread_type = "SLICE"
@@ -58,47 +63,62 @@ def _cpu(fn):
 
 
 def stage_profile(path, short_side=256, quality=90, reps=3):
-    """CPU ms/frame of each stage on one thread (best of `reps`)."""
-    import av
+    """CPU ms/frame of each stage on one thread (best of `reps`): the writer's stages, and the
+    stages of the path it replaced (planar RGB + PIL) for comparison."""
+    import numpy as np
     from PIL import Image
 
     from keras_vswin import video
     from keras_vswin.data import schema
 
     interpolation = video._interpolation()
-    with av.open(path) as container:
+    with av_open(path) as container:
         stream = container.streams.video[0]
         stream.codec_context.thread_count = 1
         frames = list(container.decode(stream))
     height, width = video.resized_shape(frames[0].height, frames[0].width, short_side)
     scale = dict(width=width, height=height, interpolation=interpolation, threads=1)
 
-    def jpeg(frame):
-        return video._planar_to_jpeg(frame, quality)
+    def before_jpeg(frame):  # PIL from the gbrp planes
+        green, blue, red = (
+            Image.frombuffer("L", (p.width, p.height), p, "raw", "L", p.line_size, 1)
+            for p in frame.planes
+        )
+        buffer = io.BytesIO()
+        Image.merge("RGB", (red, green, blue)).save(buffer, format="JPEG", quality=quality)
+        return buffer.getvalue()
 
-    def old_path():  # before: packed rgb24, a numpy array, PIL from the array
-        out = []
-        for frame in frames:
-            array = frame.reformat(format="rgb24", **scale).to_ndarray()
-            buffer = io.BytesIO()
-            Image.fromarray(array).save(buffer, format="JPEG", quality=quality)
-            out.append(buffer.getvalue())
-        return out
-
+    yuv = [frame.reformat(**video._JPEG_TARGET, **scale) for frame in frames]
     planar = [frame.reformat(format="gbrp", **scale) for frame in frames]
-    jpegs = [jpeg(frame) for frame in planar]
-    assert jpegs == old_path(), "the planar path must give the old bytes"
+    jpegs = [video._yuv420_to_jpeg(frame, quality) for frame in yuv]
+    decoded = np.stack([np.asarray(Image.open(io.BytesIO(j)).convert("RGB")) for j in jpegs])
+    before = np.stack(
+        [np.asarray(Image.open(io.BytesIO(before_jpeg(f))).convert("RGB")) for f in planar]
+    )
+    reference = np.stack([f.to_ndarray() for f in planar])  # the RGB frames, uncompressed
     stages = {
         "decode": lambda: decode_only(path),
-        "scale to planar RGB (gbrp)": lambda: [f.reformat(format="gbrp", **scale) for f in frames],
-        "JPEG from the planes": lambda: [jpeg(f) for f in planar],
+        "scale to YUV 4:2:0 (yuvj420p)": lambda: [
+            f.reformat(**video._JPEG_TARGET, **scale) for f in frames
+        ],
+        "JPEG from the YUV planes": lambda: [video._yuv420_to_jpeg(f, quality) for f in yuv],
         "SequenceExample": lambda: schema.make_sequence_example(
             jpegs, fps=30, height=height, width=width
         ).SerializeToString(deterministic=True),
-        "before: rgb24 + array + PIL JPEG": old_path,
+        "before: scale to planar RGB (gbrp)": lambda: [
+            f.reformat(format="gbrp", **scale) for f in frames
+        ],
+        "before: PIL JPEG from the RGB planes": lambda: [before_jpeg(f) for f in planar],
     }
     best = {name: min(_cpu(fn)[0] for _ in range(reps)) for name, fn in stages.items()}
-    return {name: round(1000 * seconds / len(frames), 4) for name, seconds in best.items()}
+    profile = {name: round(1000 * seconds / len(frames), 4) for name, seconds in best.items()}
+
+    def error(images):
+        return round(float(np.abs(images.astype(np.int32) - reference).mean()), 3)
+
+    # Mean |difference| in levels from the uncompressed RGB frames, of each path's JPEGs.
+    accuracy = {"yuv_path_vs_rgb": error(decoded), "before_path_vs_rgb": error(before)}
+    return profile, accuracy
 
 
 def per_core_rates(videos, reps=2):
@@ -175,7 +195,7 @@ def main(argv=None):
         frames = [decode_only(e.path) for e in entries]
 
         print("one core: stage profile and per-core rates")
-        stages = stage_profile(entries[0].path)
+        stages, accuracy = stage_profile(entries[0].path)
         core = per_core_rates(entries[: min(4, len(entries))])
 
         print(f"{args.workers} cores: decode-only vs local vs Beam FnApiRunner")
@@ -228,6 +248,7 @@ def main(argv=None):
         },
         "one_core": {
             "cpu_ms_per_frame": stages,
+            "jpeg_mean_abs_error_levels": accuracy,
             "videos_per_s_per_core": {k: round(v, 3) for k, v in core.items()},
             "writer_fraction_of_decode_only": round(core["encode_video"] / core["decode_only"], 3),
             "core_hours_per_1000_videos": round(1000 / core["encode_video"] / 3600, 4),
@@ -253,7 +274,11 @@ def main(argv=None):
     )
     print("one core, CPU ms per frame:")
     for name, value in stages.items():
-        print(f"  {name:<36} {value:7.3f}")
+        print(f"  {name:<38} {value:7.3f}")
+    print(
+        f"JPEG vs the RGB frames, mean |difference|: {accuracy['yuv_path_vs_rgb']:.2f} levels "
+        f"(before: {accuracy['before_path_vs_rgb']:.2f})"
+    )
     print(
         f"one core: encode_video {core['encode_video']:.2f} videos/s vs decode-only "
         f"{core['decode_only']:.2f} ({results['one_core']['writer_fraction_of_decode_only']:.0%})"
