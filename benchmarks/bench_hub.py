@@ -6,7 +6,10 @@ the loaders costs against the native Keras model.
 2. A fine-tuning step (forward + backward + Adam, whole backbone trainable, a new 10-class head)
    on `--batch` clips of `--frames`x`--size`x`--size` (Swin-T 8x112x112, batch 2 by default),
    three ways, each in its own process, round-robin over `--rounds` so that other load on the
-   machine affects them alike:
+   machine affects them alike, each timed two ways: a step of `fit` over a repeated tf.data
+   dataset (how one fine-tunes; timed by a callback, the first two steps left out) and
+   `train_on_batch` on NumPy arrays (tf_keras turns each call's arrays into a new tf.data
+   iterator, which Keras 3 does not):
    - `native`: the Keras 3 model with the head, `model.fit`-compiled `train_on_batch`;
    - `hub`: `hub.KerasLayer(export, trainable=True)` in tf_keras (no keras_vswin imported);
    - `reusable`: `keras_vswin.export.ReusableLayer(export)` in Keras 3.
@@ -61,13 +64,24 @@ STEP_SCRIPT = textwrap.dedent(
             model = keras.Model(inputs, keras.layers.Dense(10)(layer(inputs)))
         loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         model.compile(keras.optimizers.Adam(1e-4), loss)
-    model.train_on_batch(x, y)  # trace
+    Callback = K.callbacks.Callback if kind == "hub" else keras.callbacks.Callback
+
+    class StepTimes(Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            self.start = time.perf_counter()
+
+        def on_train_batch_end(self, batch, logs=None):
+            fit_times.append(time.perf_counter() - self.start)
+
+    fit_times = []
+    dataset = tf.data.Dataset.from_tensors((x, y)).repeat()
+    model.fit(dataset, steps_per_epoch=steps + 2, verbose=0, callbacks=[StepTimes()])
     times = []
     for _ in range(steps):
         start = time.perf_counter()
         model.train_on_batch(x, y)
         times.append(time.perf_counter() - start)
-    print(json.dumps(times))
+    print(json.dumps({"fit": fit_times[2:], "train_on_batch": times}))
     """
 )
 
@@ -126,15 +140,22 @@ def main(argv=None):
         exports = export_variants(args.variants, root)
         features = keras_vswin.VideoSwinT(include_top=False, pooling="avg")
         path = keras_vswin.export_saved_model(features, root, name="t_fv", feature_vector=True)
-        times = {"native": [], "hub": [], "reusable": []}
+        kinds, modes = ("native", "hub", "reusable"), ("fit", "train_on_batch")
+        times = {mode: {kind: [] for kind in kinds} for mode in modes}
         for _ in range(args.rounds):
-            for kind in times:
-                times[kind] += step_times(kind, path, args)
-    medians = {kind: statistics.median(values) for kind, values in times.items()}
+            for kind in kinds:
+                for mode, values in step_times(kind, path, args).items():
+                    times[mode][kind] += values
+    medians = {
+        mode: {kind: statistics.median(values) for kind, values in by_kind.items()}
+        for mode, by_kind in times.items()
+    }
     print(f"\nfine-tuning step, Swin-T {args.batch}x{args.frames}x{args.size}x{args.size}:")
-    for kind, median in medians.items():
-        ratio = median / medians["native"]
-        print(f"  {kind:<9} median {median:.3f} s  ({ratio:.2f}x native)")
+    for mode, by_kind in medians.items():
+        print(f"  {mode}:")
+        for kind, median in by_kind.items():
+            ratio = median / by_kind["native"]
+            print(f"    {kind:<9} median {median:.3f} s  ({ratio:.2f}x native)")
     write_results(
         args.json,
         {"exports": exports, "step_seconds": times, "median": medians, "args": vars(args)},
