@@ -14,7 +14,8 @@ with `keras_vswin.runtimes` and run on the same uint8 clip, with the same thread
 Every in-process implementation is called in turn within each repetition (medians reported),
 and the float32 matmul peak is measured in the same run, before and after: figures are given
 as seconds and as a fraction of that peak (the slower of the two peaks, so a fraction is never
-flattered by load that arrived later). Peak memory: VmHWM of a fresh process per
+flattered by load that arrived later). Also the ceiling: the model's own matmuls, each shape
+timed alone in TensorFlow, as a fraction of the same peak. Peak memory: VmHWM of a fresh process per
 implementation that loads the model and runs one forward pass.
 
     python -m benchmarks.bench_runtimes [--reps 3] [--variants T B] [--json PATH]
@@ -169,6 +170,65 @@ def in_process(impl, path, model_bf16=None, serving=None, shape=None):
     raise ValueError(impl)
 
 
+def matmul_shapes(model, clip_shape):
+    """`{(batch, m, k, n): count}` of the model's matmuls on one clip (as `flops.count_macs`
+    counts them: padded windows; patch embedding and head left out)."""
+    import math
+
+    from keras_vswin import windows as win
+    from keras_vswin.layers import PatchEmbedding3D, PatchMerging3D, SwinBlock3D
+
+    shapes, grid = {}, None
+
+    def add(shape):
+        shapes[shape] = shapes.get(shape, 0) + 1
+
+    for layer in model.layers:
+        if isinstance(layer, PatchEmbedding3D):
+            grid = tuple(-(-e // p) for e, p in zip(clip_shape, layer.patch_size))
+        elif isinstance(layer, SwinBlock3D):
+            window, _ = win.effective_window(grid, layer.window_size, layer.shift_size)
+            n, padded, c = math.prod(window), math.prod(win.padded_extent(grid, window)), layer.dim
+            heads = layer.num_heads
+            head_dim, tokens, hidden = c // heads, math.prod(grid), int(c * layer.mlp_ratio)
+            for shape in [
+                (1, padded, c, 3 * c),
+                (1, padded, c, c),
+                (padded // n * heads, n, head_dim, n),  # q k^T
+                (padded // n * heads, n, n, head_dim),  # attention x v
+                (1, tokens, c, hidden),
+                (1, tokens, hidden, c),
+            ]:
+                add(shape)
+        elif isinstance(layer, PatchMerging3D):
+            grid = (grid[0], -(-grid[1] // 2), -(-grid[2] // 2))
+            add((1, math.prod(grid), 4 * layer.dim, 2 * layer.dim))
+    return shapes
+
+
+def matmul_ceiling(model, clip_shape, reps=5):
+    """GFLOP/s of the model's own matmuls, each shape timed alone in TensorFlow (best of `reps`):
+    what a float32 forward pass could reach if everything else were free."""
+    import tensorflow as tf
+
+    matmul = tf.function(tf.matmul)
+    flops = seconds = 0.0
+    for (batch, m, k, n), count in matmul_shapes(model, clip_shape).items():
+        lead = (batch,) if batch > 1 else ()
+        a, b = tf.random.normal((*lead, m, k)), tf.random.normal((*lead, k, n))
+        matmul(a, b).numpy()  # trace
+        best = min(_timed(matmul, a, b) for _ in range(reps))
+        flops += 2 * batch * m * k * n * count
+        seconds += best * count
+    return flops / seconds / 1e9
+
+
+def _timed(matmul, a, b):
+    start = time.perf_counter()
+    matmul(a, b).numpy()
+    return time.perf_counter() - start
+
+
 def case(variant, reps, workdir, memory=True):
 
     import keras
@@ -220,6 +280,7 @@ def case(variant, reps, workdir, memory=True):
     if jax_logits is not None:
         diffs["jax jit"] = float(np.abs(jax_logits - reference).max())
     peak_jax = matmul_peak()
+    ceiling = matmul_ceiling(model, shape[:3])
     memory_mib = {}
     if memory:
         for impl in [*impls, "jax jit"]:
@@ -231,6 +292,7 @@ def case(variant, reps, workdir, memory=True):
         "max_abs_logit_diff_vs_tf_fp32": diffs,
         "peak_mib": memory_mib,
         "matmul_peak_gflops": {"before": peak_before, "after": peak_after, "after_jax": peak_jax},
+        "matmul_ceiling_gflops": ceiling,
         "export_seconds": export_seconds,
     }
 
@@ -240,6 +302,11 @@ def print_case(row):
     peaks = ", ".join(f"{k} {v:.0f}" for k, v in row["matmul_peak_gflops"].items())
     print(f"\n{row['case']}: {row['gmacs']:.1f} GMACs; float32 matmul peak GFLOP/s: {peaks}")
     print(f"load average: {os.getloadavg()[0]:.1f} on {THREADS} threads")
+    ceiling = row["matmul_ceiling_gflops"]
+    print(
+        f"the model's matmuls timed alone in TensorFlow: {ceiling:.0f} GFLOP/s = "
+        f"{100 * ceiling / peak:.0f}% of the peak (a float32 forward pass's ceiling there)"
+    )
     tf32 = row["seconds"].get("tf fp32")
     print(f"{'runtime':<16}{'seconds':>9}{'% peak':>8}{'vs tf fp32':>11}", end="")
     print(f"{'peak MiB':>10}{'max|dl|':>10}")
