@@ -170,50 +170,19 @@ def in_process(impl, path, model_bf16=None, serving=None, shape=None):
     raise ValueError(impl)
 
 
-def matmul_shapes(model, clip_shape):
-    """`{(batch, m, k, n): count}` of the model's matmuls on one clip (as `flops.count_macs`
-    counts them: padded windows; patch embedding and head left out)."""
-    import math
-
-    from keras_vswin import windows as win
-    from keras_vswin.layers import PatchEmbedding3D, PatchMerging3D, SwinBlock3D
-
-    shapes, grid = {}, None
-
-    def add(shape):
-        shapes[shape] = shapes.get(shape, 0) + 1
-
-    for layer in model.layers:
-        if isinstance(layer, PatchEmbedding3D):
-            grid = tuple(-(-e // p) for e, p in zip(clip_shape, layer.patch_size))
-        elif isinstance(layer, SwinBlock3D):
-            window, _ = win.effective_window(grid, layer.window_size, layer.shift_size)
-            n, padded, c = math.prod(window), math.prod(win.padded_extent(grid, window)), layer.dim
-            heads = layer.num_heads
-            head_dim, tokens, hidden = c // heads, math.prod(grid), int(c * layer.mlp_ratio)
-            for shape in [
-                (1, padded, c, 3 * c),
-                (1, padded, c, c),
-                (padded // n * heads, n, head_dim, n),  # q k^T
-                (padded // n * heads, n, n, head_dim),  # attention x v
-                (1, tokens, c, hidden),
-                (1, tokens, hidden, c),
-            ]:
-                add(shape)
-        elif isinstance(layer, PatchMerging3D):
-            grid = (grid[0], -(-grid[1] // 2), -(-grid[2] // 2))
-            add((1, math.prod(grid), 4 * layer.dim, 2 * layer.dim))
-    return shapes
-
-
 def matmul_ceiling(model, clip_shape, reps=5):
     """GFLOP/s of the model's own matmuls, each shape timed alone in TensorFlow (best of `reps`):
     what a float32 forward pass could reach if everything else were free."""
+    import collections
+
     import tensorflow as tf
 
+    from keras_vswin.flops import matmul_shapes
+
+    counts = collections.Counter(shape for _, shape in matmul_shapes(model, clip_shape))
     matmul = tf.function(tf.matmul)
     flops = seconds = 0.0
-    for (batch, m, k, n), count in matmul_shapes(model, clip_shape).items():
+    for (batch, m, k, n), count in counts.items():
         lead = (batch,) if batch > 1 else ()
         a, b = tf.random.normal((*lead, m, k)), tf.random.normal((*lead, k, n))
         matmul(a, b).numpy()  # trace

@@ -12,6 +12,33 @@ from keras_vswin import windows as win
 from keras_vswin.layers import PatchEmbedding3D, PatchMerging3D, SwinBlock3D
 
 
+def matmul_shapes(model, clip_shape):
+    """The matmuls of one forward pass of `model` on one clip, as a list of
+    `(kind, (batch, m, k, n))`, one entry per matmul (repeats included); `kind` is a key of
+    `count_macs`' breakdown. Patch embedding (a convolution) and head are left out."""
+    matmuls, grid = [], None
+    for layer in model.layers:
+        if isinstance(layer, PatchEmbedding3D):
+            grid = tuple(-(-e // p) for e, p in zip(clip_shape, layer.patch_size))
+        elif isinstance(layer, SwinBlock3D):
+            window, _ = win.effective_window(grid, layer.window_size, layer.shift_size)
+            n, padded, c = math.prod(window), math.prod(win.padded_extent(grid, window)), layer.dim
+            heads, tokens, hidden = layer.num_heads, math.prod(grid), int(c * layer.mlp_ratio)
+            windows = padded // n * heads
+            matmuls += [
+                ("qkv_proj", (1, padded, c, 3 * c)),
+                ("qkv_proj", (1, padded, c, c)),
+                ("attention", (windows, n, c // heads, n)),  # q k^T
+                ("attention", (windows, n, n, c // heads)),  # attention x v
+                ("mlp", (1, tokens, c, hidden)),
+                ("mlp", (1, tokens, hidden, c)),
+            ]
+        elif isinstance(layer, PatchMerging3D):
+            grid = (grid[0], -(-grid[1] // 2), -(-grid[2] // 2))
+            matmuls.append(("merging", (1, math.prod(grid), 4 * layer.dim, 2 * layer.dim)))
+    return matmuls
+
+
 def count_macs(model, clip_shape):
     """Multiply-accumulates of one forward pass of `model` on one clip.
 
@@ -22,15 +49,12 @@ def count_macs(model, clip_shape):
     Returns:
         A dict with the total (`"total"`) and a breakdown by kind of computation.
     """
-    breakdown = {
-        "patch_embedding": 0,
-        "qkv_proj": 0,
-        "attention": 0,
-        "mlp": 0,
-        "merging": 0,
-        "head": 0,
-    }
-    grid, channels = None, None
+    breakdown = dict.fromkeys(
+        ("patch_embedding", "qkv_proj", "attention", "mlp", "merging", "head"), 0
+    )
+    for kind, (batch, m, k, n) in matmul_shapes(model, clip_shape):
+        breakdown[kind] += batch * m * k * n
+    channels = None
     for layer in model.layers:
         if isinstance(layer, PatchEmbedding3D):
             grid = tuple(-(-e // p) for e, p in zip(clip_shape, layer.patch_size))
@@ -38,17 +62,7 @@ def count_macs(model, clip_shape):
             breakdown["patch_embedding"] += (
                 math.prod(grid) * channels * 3 * math.prod(layer.patch_size)
             )
-        elif isinstance(layer, SwinBlock3D):
-            window, _ = win.effective_window(grid, layer.window_size, layer.shift_size)
-            padded_tokens = math.prod(win.padded_extent(grid, window))
-            tokens = math.prod(grid)
-            c = layer.dim
-            breakdown["qkv_proj"] += padded_tokens * c * 4 * c
-            breakdown["attention"] += 2 * padded_tokens * math.prod(window) * c
-            breakdown["mlp"] += 2 * tokens * c * int(c * layer.mlp_ratio)
         elif isinstance(layer, PatchMerging3D):
-            grid = (grid[0], -(-grid[1] // 2), -(-grid[2] // 2))
-            breakdown["merging"] += math.prod(grid) * 4 * layer.dim * 2 * layer.dim
             channels = 2 * layer.dim
         elif layer.name == "predictions":
             breakdown["head"] += channels * layer.units
